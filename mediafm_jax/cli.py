@@ -1,0 +1,116 @@
+"""The ``mediafm`` command line (DESIGN.md §3.4): parse, call, report.
+
+Expected failures (bad input, bad config, incomplete store) print one line naming what is
+wrong and where, and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from mediafm_jax.config import ConfigError
+    from mediafm_jax.data.ingest import IngestError
+    from mediafm_jax.data.store import StoreError
+
+    return (ConfigError, IngestError, StoreError, UsageError)
+
+
+class UsageError(ValueError):
+    """A command-line value is wrong in a way argparse cannot see."""
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    from mediafm_jax.data import synthetic
+
+    dims = [int(d) for d in args.dims.split(",")] if args.dims else [768, 768, 768, 768]
+    if len(dims) != 4:
+        raise UsageError("--dims takes VIDEO,AUDIO,TEXT,TITLE, e.g. 128,128,128,128")
+    config = synthetic.SynthConfig(
+        titles=args.titles,
+        seed=args.seed,
+        video_dim=dims[0],
+        audio_dim=dims[1],
+        text_dim=dims[2],
+        title_dim=dims[3],
+    )
+    out = synthetic.write_catalog(args.out, config)
+    print(f"wrote {config.titles} titles to {out}")
+
+
+def _cmd_ingest(args: argparse.Namespace) -> None:
+    from mediafm_jax.data import ingest
+
+    summary = ingest.ingest(args.src, args.store, overwrite=args.overwrite)
+    mb = summary.bytes_written / 1e6
+    print(
+        f"ingested {summary.titles} titles, {summary.shots} shots into {summary.store} "
+        f"({mb:.0f} MB in {summary.seconds:.1f}s, {mb / max(summary.seconds, 1e-9):.0f} MB/s)"
+    )
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    from collections import Counter
+
+    import numpy as np
+
+    from mediafm_jax.data import store as store_lib
+
+    shots = store_lib.ShotStore(args.store)
+    lengths = np.diff(shots.offsets)
+    print(f"store      {args.store}")
+    print(f"titles     {shots.num_titles}")
+    print(
+        f"shots      {shots.num_shots} (per title: min {lengths.min()}, "
+        f"median {int(np.median(lengths))}, max {lengths.max()})"
+    )
+    for index, modality in enumerate(shots.modalities):
+        coverage = shots.present[:, index].mean()
+        print(
+            f"modality   {modality.name:<6} dim {modality.dim:<5} present in {coverage:6.1%} of shots"
+        )
+    print(f"title dim  {shots.title_dim}")
+    splits = Counter(s or "(none)" for s in shots.splits)
+    print("splits     " + ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
+    size = store_lib.disk_bytes(args.store)
+    print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediafm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a synthetic catalog in the ingest-source layout")
+    p.add_argument("out")
+    p.add_argument("--titles", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dims", help="VIDEO,AUDIO,TEXT,TITLE dims (default 768,768,768,768)")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("ingest", help="validate a source folder and write a shot store")
+    p.add_argument("src")
+    p.add_argument("store")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("info", help="summarize a shot store")
+    p.add_argument("store")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except _user_errors() as err:
+        print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,378 @@
+"""Ingest source (DESIGN.md §3.1) -> shot store (§3.2), validated and committed atomically.
+
+Two passes: the first reads only npz headers and the metadata files, so every structural
+problem (missing or unknown titles, ranks, dtypes, dims) is reported before a byte is
+written; the second streams titles through a one-shard buffer (memory bounded by a shard
+plus one title), checks values (NaN/Inf, shot times) and writes shard-aligned blocks. A
+local store is built in a sibling ``.partial`` folder and renamed into place; the manifest
+is always written last, so an interrupted ingest never leaves a store that opens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from mediafm_jax.data import store as store_lib
+
+SPLITS = ("train", "val", "test")
+OPTIONAL_KEYS = ("start_s", "end_s", "title_embedding")
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+class IngestError(ValueError):
+    """Bad ingest input; the message names the file, title or shot at fault."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TitleHeader:
+    title_id: str
+    split: str | None
+    path: Path
+    num_shots: int
+    has_times: bool
+    has_title_embedding: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestSummary:
+    store: str
+    titles: int
+    shots: int
+    bytes_written: int
+    seconds: float
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of an npz's arrays, read from headers only."""
+    headers = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                with archive.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                headers[name.removesuffix(".npy")] = (tuple(shape), np.dtype(dtype))
+    except (zipfile.BadZipFile, ValueError, OSError) as err:
+        raise IngestError(f"{path}: not a readable .npz file ({err})") from None
+    return headers
+
+
+def _read_titles(src: Path) -> list[tuple[str, str | None]]:
+    path = src / "titles.jsonl"
+    if not path.is_file():
+        raise IngestError(f"{path}: missing (one JSON object per title with 'title_id')")
+    titles: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise IngestError(f"{path} line {line_no}: invalid JSON ({err.msg})") from None
+        title_id = record.get("title_id") if isinstance(record, dict) else None
+        if not isinstance(title_id, str) or not title_id:
+            raise IngestError(f"{path} line {line_no}: needs a non-empty string 'title_id'")
+        if "/" in title_id or title_id.startswith("."):
+            raise IngestError(f"{path} line {line_no}: title_id {title_id!r} is not a file name")
+        if title_id in seen:
+            raise IngestError(f"{path} line {line_no}: duplicate title_id {title_id!r}")
+        split = record.get("split")
+        if split is not None and split not in SPLITS:
+            raise IngestError(
+                f"{path} line {line_no}: title {title_id!r} has split {split!r}, "
+                f"expected one of {', '.join(SPLITS)}"
+            )
+        seen.add(title_id)
+        titles.append((title_id, split))
+    if not titles:
+        raise IngestError(f"{path}: lists no titles")
+    return titles
+
+
+def scan_source(src: Path) -> tuple[list[TitleHeader], list[store_lib.Modality], int]:
+    """Validates structure from headers; returns titles, modality columns and title dim."""
+    titles = _read_titles(src)
+    shots_dir = src / "shots"
+    known = {t for t, _ in titles}
+    if shots_dir.is_dir():
+        for npz in sorted(shots_dir.glob("*.npz")):
+            if npz.stem not in known:
+                raise IngestError(f"{npz}: unknown title id {npz.stem!r} (not in titles.jsonl)")
+    modality_dims: dict[str, int] | None = None
+    first_title = ""
+    title_dim: int | None = None
+    headers: list[TitleHeader] = []
+    for title_id, split in titles:
+        path = shots_dir / f"{title_id}.npz"
+        if not path.is_file():
+            raise IngestError(f"title {title_id!r}: listed in titles.jsonl but {path} is missing")
+        arrays = _npz_headers(path)
+        unknown = set(arrays) - set(store_lib.MODALITY_ORDER) - set(OPTIONAL_KEYS)
+        if unknown:
+            raise IngestError(f"{path}: unexpected arrays {sorted(unknown)}")
+        dims: dict[str, int] = {}
+        lengths = set()
+        for name in store_lib.MODALITY_ORDER:
+            if name not in arrays:
+                continue
+            shape, dtype = arrays[name]
+            if dtype.kind != "f":
+                raise IngestError(f"{path}: '{name}' has dtype {dtype}, expected a float type")
+            if len(shape) != 2:
+                raise IngestError(f"{path}: '{name}' has shape {shape}, expected [shots, dim]")
+            dims[name] = shape[1]
+            lengths.add(shape[0])
+        if not dims:
+            raise IngestError(f"{path}: has none of the modalities {store_lib.MODALITY_ORDER}")
+        if len(lengths) != 1:
+            raise IngestError(
+                f"{path}: modalities disagree on the number of shots {sorted(lengths)}"
+            )
+        num_shots = lengths.pop()
+        if num_shots == 0:
+            raise IngestError(f"{path}: title {title_id!r} has no shots")
+        if modality_dims is None:
+            modality_dims, first_title = dims, title_id
+        elif dims != modality_dims:
+            raise IngestError(
+                f"{path}: modality dims {dims} differ from {modality_dims} of title {first_title!r}"
+            )
+        for key in ("start_s", "end_s"):
+            if key in arrays and arrays[key][0] != (num_shots,):
+                raise IngestError(
+                    f"{path}: '{key}' has shape {arrays[key][0]}, expected ({num_shots},)"
+                )
+        if ("start_s" in arrays) != ("end_s" in arrays):
+            raise IngestError(f"{path}: has one of start_s/end_s but not the other")
+        if "title_embedding" in arrays:
+            shape, dtype = arrays["title_embedding"]
+            if len(shape) != 1 or dtype.kind != "f":
+                raise IngestError(
+                    f"{path}: 'title_embedding' must be a float vector, got {shape} {dtype}"
+                )
+            if title_dim is not None and shape[0] != title_dim:
+                raise IngestError(
+                    f"{path}: title_embedding dim {shape[0]}, other titles have {title_dim}"
+                )
+            title_dim = shape[0]
+        headers.append(
+            TitleHeader(
+                title_id, split, path, num_shots, "start_s" in arrays, "title_embedding" in arrays
+            )
+        )
+    assert modality_dims is not None
+    modalities, column = [], 0
+    for name in store_lib.MODALITY_ORDER:
+        if name in modality_dims:
+            modalities.append(store_lib.Modality(name, column, column + modality_dims[name]))
+            column += modality_dims[name]
+    return headers, modalities, title_dim or 0
+
+
+def _load_title(
+    header: TitleHeader, modalities: list[store_lib.Modality], title_dim: int
+) -> dict[str, np.ndarray]:
+    """Loads and value-checks one title; returns its rows ready to write."""
+    with np.load(header.path) as data:
+        columns = []
+        for modality in modalities:
+            values = np.asarray(data[modality.name])
+            bad = ~np.isfinite(values)
+            if bad.any():
+                shot = int(np.argwhere(bad)[0][0])
+                raise IngestError(f"{header.path}: '{modality.name}' is NaN/Inf at shot {shot}")
+            big = np.abs(values) > FLOAT16_MAX
+            if big.any():
+                shot = int(np.argwhere(big)[0][0])
+                raise IngestError(
+                    f"{header.path}: '{modality.name}' overflows float16 at shot {shot}"
+                )
+            columns.append(values)
+        times = np.full((header.num_shots, 2), np.nan, np.float32)
+        if header.has_times:
+            start, end = (
+                np.asarray(data["start_s"], np.float64),
+                np.asarray(data["end_s"], np.float64),
+            )
+            _check_times(header, start, end)
+            times = np.stack([start, end], axis=1).astype(np.float32)
+        title_embedding = np.zeros((max(title_dim, 1),), np.float16)
+        if header.has_title_embedding:
+            vector = np.asarray(data["title_embedding"])
+            if not np.isfinite(vector).all():
+                raise IngestError(f"{header.path}: 'title_embedding' has NaN/Inf")
+            title_embedding[:title_dim] = vector
+    present = np.stack([np.any(c != 0, axis=1) for c in columns], axis=1).astype(np.uint8)
+    shots = np.concatenate(columns, axis=1).astype(np.float16)
+    return {"shots": shots, "present": present, "times": times, "title_embedding": title_embedding}
+
+
+def _check_times(header: TitleHeader, start: np.ndarray, end: np.ndarray) -> None:
+    where = header.path
+    for name, values in (("start_s", start), ("end_s", end)):
+        bad = ~np.isfinite(values) | (values < 0)
+        if bad.any():
+            shot = int(np.argmax(bad))
+            raise IngestError(f"{where}: '{name}' is negative or not finite at shot {shot}")
+    backwards = end < start
+    if backwards.any():
+        shot = int(np.argmax(backwards))
+        raise IngestError(
+            f"{where}: shot {shot} ends ({end[shot]}) before it starts ({start[shot]})"
+        )
+    not_monotonic = np.diff(start) < 0
+    if not_monotonic.any():
+        shot = int(np.argmax(not_monotonic)) + 1
+        raise IngestError(f"{where}: start_s goes backwards at shot {shot}")
+
+
+def ingest(
+    src: str | Path,
+    store: str,
+    overwrite: bool = False,
+    shard_rows: int = store_lib.DEFAULT_SHARD_ROWS,
+    progress: bool = True,
+) -> IngestSummary:
+    """Validates ``src`` and writes it as a complete store at ``store``."""
+    import time
+
+    started = time.perf_counter()
+    src = Path(src)
+    if not src.is_dir():
+        raise IngestError(f"{src}: source folder does not exist")
+    if store_lib.is_local(store):
+        store = os.path.abspath(store)
+        if os.path.exists(store) and not overwrite:
+            raise IngestError(f"{store}: already exists (pass --overwrite to replace it)")
+    elif store_lib.read_manifest(store) is not None and not overwrite:
+        raise IngestError(f"{store}: already holds a store (pass --overwrite to replace it)")
+
+    headers, modalities, title_dim = scan_source(src)
+    num_shots = sum(h.num_shots for h in headers)
+    num_features = modalities[-1].stop
+
+    target = f"{store}.partial-{os.getpid()}" if store_lib.is_local(store) else store
+    if store_lib.is_local(store) and os.path.exists(target):
+        shutil.rmtree(target)
+    try:
+        arrays = {
+            "shots": store_lib.create_array(
+                target, "shots", (num_shots, num_features), "float16", shard_rows
+            ),
+            "present": store_lib.create_array(
+                target, "present", (num_shots, len(modalities)), "uint8", shard_rows
+            ),
+            "shot_times": store_lib.create_array(
+                target, "shot_times", (num_shots, 2), "float32", shard_rows
+            ),
+        }
+        title_embeddings = np.zeros((len(headers), max(title_dim, 1)), np.float16)
+        offsets = np.zeros(len(headers) + 1, np.int64)
+        digest = hashlib.blake2b(digest_size=16)
+        writer = _ShardWriter(arrays, shard_rows)
+        bar = tqdm(
+            total=num_shots, unit="shot", desc="ingest", disable=not progress, unit_scale=True
+        )
+        for index, header in enumerate(headers):
+            rows = _load_title(header, modalities, title_dim)
+            digest.update(rows["shots"].tobytes())
+            writer.append(rows["shots"], rows["present"], rows["times"])
+            title_embeddings[index] = rows["title_embedding"]
+            offsets[index + 1] = offsets[index] + header.num_shots
+            bar.update(header.num_shots)
+        writer.flush()
+        bar.close()
+        store_lib.create_array(target, "title_offsets", offsets.shape, "int64", shard_rows).write(
+            offsets
+        ).result()
+        store_lib.create_array(
+            target, "title_embedding", title_embeddings.shape, "float16", shard_rows
+        ).write(title_embeddings).result()
+        digest.update(offsets.tobytes())
+        manifest = {
+            "format_version": store_lib.FORMAT_VERSION,
+            "modalities": [dataclasses.asdict(m) for m in modalities],
+            "title_ids": [h.title_id for h in headers],
+            "splits": [h.split for h in headers],
+            "title_dim": title_dim,
+            "counts": {"titles": len(headers), "shots": num_shots, "features": num_features},
+            "shard_rows": shard_rows,
+            "checksums": {"shots_and_offsets_blake2b": digest.hexdigest()},
+            "source": str(src.resolve()),
+        }
+        store_lib.write_manifest(target, manifest)
+    except BaseException:
+        if store_lib.is_local(store):
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    if store_lib.is_local(store):
+        _swap_into_place(target, store)
+    elapsed = time.perf_counter() - started
+    return IngestSummary(store, len(headers), num_shots, num_shots * num_features * 2, elapsed)
+
+
+def _swap_into_place(partial: str, store: str) -> None:
+    old = f"{store}.old-{os.getpid()}"
+    if os.path.exists(store):
+        os.rename(store, old)
+    os.rename(partial, store)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+class _ShardWriter:
+    """Buffers rows and writes whole shards, so each shard file is written exactly once."""
+
+    def __init__(self, arrays: dict[str, Any], shard_rows: int):
+        self.arrays = arrays
+        self.shard_rows = shard_rows
+        self.buffers = {
+            name: np.zeros((shard_rows, *arr.shape[1:]), arr.dtype.numpy_dtype)
+            for name, arr in arrays.items()
+        }
+        self.filled = 0
+        self.written = 0
+        self.pending: list[Any] = []
+
+    def append(self, shots: np.ndarray, present: np.ndarray, times: np.ndarray) -> None:
+        parts = {"shots": shots, "present": present, "shot_times": times}
+        done = 0
+        while done < len(shots):
+            take = min(self.shard_rows - self.filled, len(shots) - done)
+            for name, values in parts.items():
+                self.buffers[name][self.filled : self.filled + take] = values[done : done + take]
+            self.filled += take
+            done += take
+            if self.filled == self.shard_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        for future in self.pending:
+            future.result()
+        self.pending = []
+        if self.filled == 0:
+            return
+        start, stop = self.written, self.written + self.filled
+        for name, arr in self.arrays.items():
+            # Copy so the buffer can refill while this shard is being written.
+            block = self.buffers[name][: self.filled].copy()
+            self.pending.append(arr[start:stop].write(block))
+        self.written = stop
+        self.filled = 0
+        if stop == self.arrays["shots"].shape[0]:
+            for future in self.pending:
+                future.result()
+            self.pending = []

@@ -1,0 +1,35 @@
+"""Test set-up: 8 fake CPU devices (set before JAX is imported) and tiny catalogs."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+from mediafm_jax.data import ingest, synthetic  # noqa: E402
+
+TINY = synthetic.SynthConfig(
+    titles=12,
+    seed=3,
+    video_dim=16,
+    audio_dim=12,
+    text_dim=8,
+    title_dim=6,
+    min_shots=40,
+    max_shots=700,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory):
+    return synthetic.write_catalog(tmp_path_factory.mktemp("src") / "src", TINY, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tiny_source, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("store") / "store")
+    ingest.ingest(tiny_source, path, shard_rows=256, progress=False)
+    return path

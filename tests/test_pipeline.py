@@ -1,0 +1,106 @@
+"""The Grain pipeline: windows, masks, determinism, restorable state, host shares."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mediafm_jax.data import ingest, pipeline, store
+
+
+@pytest.fixture(scope="module")
+def long_short_store(tmp_path_factory):
+    """Two titles: 1,700 shots (cut by 512-shot windows) and 130 shots (padded)."""
+    src = tmp_path_factory.mktemp("ls") / "src"
+    (src / "shots").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for title_id, n in (("long", 1700), ("short", 130)):
+        video = rng.normal(size=(n, 6)).astype(np.float16)
+        video[:, 0] = np.arange(n)  # row number, to check windows are contiguous
+        np.savez(src / "shots" / f"{title_id}.npz", video=video, text=rng.normal(size=(n, 2)))
+    (src / "titles.jsonl").write_text('{"title_id": "long"}\n{"title_id": "short"}\n')
+    path = str(tmp_path_factory.mktemp("ls") / "store")
+    ingest.ingest(src, path, shard_rows=128, progress=False)
+    return store.ShotStore(path)
+
+
+def _batches(dataset, n, start=0):
+    return [dataset[i] for i in range(start, start + n)]
+
+
+def test_windows_and_masks(long_short_store):
+    ds = pipeline.make_dataset(
+        long_short_store, global_batch_size=4, max_shots=512, seed=0, split=None
+    )
+    assert pipeline.windows_per_epoch(long_short_store, None, 512) == 4 + 1
+    seen_short = seen_long = False
+    for batch in _batches(ds, 10):
+        for i in range(4):
+            valid, masked = batch["valid"][i], batch["masked"][i]
+            length = int(valid.sum())
+            title = int(batch["title_index"][i])
+            assert length == (130 if title == 1 else 512)
+            assert valid[:length].all() and not valid[length:].any()
+            assert masked.sum() == pipeline.num_masked(length, 0.2) >= 1
+            assert not (masked & ~valid).any()
+            assert not batch["shots"][i, length:].any()
+            if title == 0:
+                rows = batch["shots"][i, :length, 0].astype(np.float32)
+                start = int(batch["window_start"][i])
+                # fp16 holds integers exactly up to 2048.
+                np.testing.assert_array_equal(rows, np.arange(start, start + length))
+                assert 0 <= start <= 1700 - 512
+                seen_long = True
+            else:
+                seen_short = True
+    assert seen_long and seen_short
+
+
+def test_masks_deterministic_for_seed(tiny_store):
+    shots = store.ShotStore(tiny_store)
+    a = pipeline.make_dataset(shots, global_batch_size=2, max_shots=128, seed=7)
+    b = pipeline.make_dataset(shots, global_batch_size=2, max_shots=128, seed=7)
+    c = pipeline.make_dataset(shots, global_batch_size=2, max_shots=128, seed=8)
+    for i in (0, 5, 40):
+        for key in ("masked", "shots", "window_start", "title_index"):
+            np.testing.assert_array_equal(a[i][key], b[i][key])
+    assert any(not np.array_equal(a[i]["masked"], c[i]["masked"]) for i in range(5))
+
+
+def test_split_selection(tiny_store, tiny_source):
+    shots = store.ShotStore(tiny_store)
+    splits = [json.loads(line)["split"] for line in (tiny_source / "titles.jsonl").open()]
+    ds = pipeline.make_dataset(shots, global_batch_size=2, max_shots=64, seed=0, split="train")
+    titles = {int(t) for i in range(30) for t in ds[i]["title_index"]}
+    assert titles and all(splits[t] == "train" for t in titles)
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_iterator_state_restores_exactly(tiny_store, threads):
+    shots = store.ShotStore(tiny_store)
+    ds = pipeline.make_dataset(shots, global_batch_size=3, max_shots=64, seed=1)
+    it = pipeline.BatchIterator(ds, prefetch=2, threads=2)
+    for _ in range(5):
+        next(it)
+    state = it.get_state()
+    expected = [next(it) for _ in range(4)]
+    restored = pipeline.BatchIterator(ds, prefetch=3, threads=threads)
+    restored.set_state(state)
+    assert state == {"next_batch": 5}
+    for want in expected:
+        got = next(restored)
+        for key in want:
+            np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_host_shares_are_disjoint_and_cover_the_global_batch(tiny_store):
+    shots = store.ShotStore(tiny_store)
+    make = lambda p, n: pipeline.make_dataset(
+        shots, global_batch_size=4, max_shots=64, seed=2, process_index=p, process_count=n
+    )
+    whole = make(0, 1)[3]
+    parts = [make(p, 2)[3] for p in range(2)]
+    for key in whole:
+        np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
+    with pytest.raises(ValueError, match="not divisible"):
+        make(0, 3)
