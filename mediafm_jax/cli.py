@@ -79,6 +79,28 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
 
 
+def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", help="host:port of process 0 (multi-process runs)")
+    p.add_argument("--num-processes", type=int)
+    p.add_argument("--process-id", type=int)
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+    from mediafm_jax import sharding
+
+    sharding.maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from mediafm_jax import config as config_lib
+
+    _start_distributed(args)
+    from mediafm_jax import train
+
+    config = config_lib.apply_overrides(config_lib.load_config_file(args.config), args.set)
+    train.train_and_evaluate(config, args.store, args.workdir)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediafm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarize a shot store")
     p.add_argument("store")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("train", help="train (or resume) a run")
+    p.add_argument("--config", required=True, help="experiments/configs/X.py[:arg]")
+    p.add_argument("--store", required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_distributed_flags(p)
+    p.set_defaults(func=_cmd_train)
     return parser
 
 
@@ -109,6 +139,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if type(err).__name__ != "NonFiniteLossError":
+            raise
+        print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

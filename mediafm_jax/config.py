@@ -52,7 +52,7 @@ class DataConfig:
     split: str = "train"
     in_memory: str = "auto"  # "auto" | "yes" | "no": copy the shot table into host RAM
     in_memory_max_gb: float = 8.0
-    read_threads: int = 16
+    threads: int = 2  # Grain read threads; TensorStore reads of a batch go out concurrently
     prefetch: int = 2
 
 
@@ -74,6 +74,7 @@ class OptimConfig:
     muon_scale: str = "moonlight"  # "moonlight" | "keller" | "none"
     clip_norm: float | None = 1.0
     accumulate_steps: int = 1
+    muon_gather_free: bool = False  # stack same-shape matrices, shard the stack over fsdp
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,122 @@
+"""Masked shot modeling on the device: fusion, input corruption, cosine loss, metrics.
+
+The host ships raw fp16 modality columns; fusion (concatenate -> unit norm) and the
+[MASK] replacement happen here, where they are nearly free. Only the selected positions
+go through the output projection: with 20% selected, the other 80% are not paid for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from mediafm_jax.config import ObjectiveConfig
+from mediafm_jax.model import NUM_SPECIAL, DataDims, Encoder
+
+EPS = 1e-6
+
+
+def fuse(shots_bwf, present_bwm, dims: DataDims, config: ObjectiveConfig, drop_key=None):
+    """Fused, unit-norm shot vectors [B, W, F] in fp32; all-zero shots stay zero.
+
+    With ``per_modality_norm`` each modality is unit-normed first (so a modality's scale
+    does not decide its weight); with ``modality_dropout`` and a key, whole modalities of a
+    shot are zeroed at that rate (never all of a shot's present ones).
+    """
+    x_bwf = shots_bwf.astype(jnp.float32)
+    if config.per_modality_norm or (config.modality_dropout > 0 and drop_key is not None):
+        parts = [x_bwf[..., a:b] for a, b in dims.modalities]
+        if config.per_modality_norm:
+            parts = [p / (jnp.linalg.norm(p, axis=-1, keepdims=True) + EPS) for p in parts]
+        if config.modality_dropout > 0 and drop_key is not None:
+            keep_bwm = jax.random.bernoulli(
+                drop_key, 1.0 - config.modality_dropout, present_bwm.shape
+            )
+            keep_bwm = keep_bwm & (present_bwm > 0)
+            # A shot keeps everything when dropout would have removed all it has.
+            keep_bwm = jnp.where(keep_bwm.any(-1, keepdims=True), keep_bwm, True)
+            parts = [p * keep_bwm[..., i : i + 1] for i, p in enumerate(parts)]
+        x_bwf = jnp.concatenate(parts, axis=-1)
+    return x_bwf / (jnp.linalg.norm(x_bwf, axis=-1, keepdims=True) + EPS)
+
+
+def max_selected(window: int, ratio: float) -> int:
+    """An upper bound on selected shots per window (the pipeline's count at full length)."""
+    return max(1, min(window, int(round(ratio * window))))
+
+
+def corrupt(fused_bwf, valid_bw, masked_bw, config: ObjectiveConfig, key):
+    """BERT-style corruption of the selected shots.
+
+    Returns (inputs [B, W, F], use_mask_token [B, W]): of the selected shots a share
+    ``mask_token_share`` gets [MASK], ``random_shot_share`` gets another valid shot of the
+    same window, the rest stays as it is; all of them are predicted.
+    """
+    if key is None or config.mask_token_share >= 1.0:
+        return fused_bwf, masked_bw
+    u_key, pick_key = jax.random.split(key)
+    u_bw = jax.random.uniform(u_key, masked_bw.shape)
+    use_mask_bw = masked_bw & (u_bw < config.mask_token_share)
+    use_random_bw = (
+        masked_bw
+        & (u_bw >= config.mask_token_share)
+        & (u_bw < config.mask_token_share + config.random_shot_share)
+    )
+    n_valid_b1 = valid_bw.sum(-1, keepdims=True)
+    pick_bw = jnp.floor(jax.random.uniform(pick_key, masked_bw.shape) * n_valid_b1).astype(
+        jnp.int32
+    )
+    random_bwf = jnp.take_along_axis(fused_bwf, pick_bw[..., None], axis=1)
+    inputs_bwf = jnp.where(use_random_bw[..., None], random_bwf, fused_bwf)
+    return inputs_bwf, use_mask_bw
+
+
+def msm_loss(
+    model: Encoder,
+    batch: Mapping[str, jax.Array],
+    config: ObjectiveConfig,
+    key=None,
+    train: bool = True,
+):
+    """Mean (1 - cos) over selected, valid shots; returns (loss, metrics).
+
+    ``key`` drives corruption, modality drop-out and dropout; None gives the plain
+    [MASK]-only forward pass (evaluation, and the float64 reference in the tests).
+    """
+    keys = jax.random.split(key, 3) if key is not None else (None, None, None)
+    dims = model.dims
+    valid_bw, masked_bw = batch["valid"], batch["masked"] & batch["valid"]
+    target_bwf = fuse(batch["shots"], batch["present"], dims, config)
+    inputs_bwf = (
+        fuse(batch["shots"], batch["present"], dims, config, keys[0]) if train else target_bwf
+    )
+    inputs_bwf, use_mask_bw = corrupt(
+        inputs_bwf, valid_bw, masked_bw, config, keys[1] if train else None
+    )
+    hidden_bth = model(
+        inputs_bwf,
+        valid_bw,
+        batch["title_embedding"],
+        mask_bw=use_mask_bw,
+        dropout_key=keys[2] if train else None,
+    )
+    k = max_selected(masked_bw.shape[1], config.mask_ratio)
+    # Positions of the selected shots first (top_k of a 0/1 score), at most k per window.
+    _, pos_bk = jax.lax.top_k(masked_bw.astype(jnp.float32), k)
+    weight_bk = jnp.take_along_axis(masked_bw, pos_bk, axis=1).astype(jnp.float32)
+    hidden_bkh = jnp.take_along_axis(hidden_bth[:, NUM_SPECIAL:], pos_bk[..., None], axis=1)
+    pred_bkf = model.predict(hidden_bkh)
+    target_bkf = jnp.take_along_axis(target_bwf, pos_bk[..., None], axis=1)
+    cos_bk = (pred_bkf * target_bkf).sum(-1) / (
+        jnp.linalg.norm(pred_bkf, axis=-1) * jnp.linalg.norm(target_bkf, axis=-1) + EPS
+    )
+    count = jnp.maximum(weight_bk.sum(), 1.0)
+    loss = ((1.0 - cos_bk) * weight_bk).sum() / count
+    metrics = {
+        "loss": loss,
+        "masked_cosine": (cos_bk * weight_bk).sum() / count,
+        "masked_shots": count,
+    }
+    return loss, metrics

@@ -1,0 +1,116 @@
+"""Encoder and objective against a float64 NumPy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from reference import forward
+
+from mediafm_jax.config import ModelConfig, ObjectiveConfig
+from mediafm_jax.model import DataDims, Encoder
+from mediafm_jax.objective import corrupt, fuse, msm_loss
+
+DIMS = DataDims(fused=14, title=5, modalities=((0, 6), (6, 10), (10, 14)))
+CFG = ModelConfig(hidden_size=16, num_layers=2, num_heads=4, mlp_size=32, max_shots=12)
+
+
+def make_batch(seed=0, b=3, w=12, lengths=(12, 7, 3)):
+    rng = np.random.default_rng(seed)
+    valid = np.arange(w)[None, :] < np.array(lengths)[:, None]
+    shots = rng.normal(size=(b, w, DIMS.fused)).astype(np.float16) * valid[..., None]
+    shots[1, 2, 10:] = 0  # a shot without text
+    masked = (rng.random((b, w)) < 0.25) & valid
+    masked[:, 0] = True
+    return {
+        "shots": shots,
+        "present": np.ones((b, w, 3), np.uint8),
+        "valid": valid,
+        "masked": masked,
+        "title_embedding": rng.normal(size=(b, DIMS.title)).astype(np.float16),
+        "title_index": np.arange(b, dtype=np.int32),
+        "window_start": np.zeros(b, np.int32),
+    }
+
+
+def params_of(model):
+    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+@pytest.mark.parametrize("post_ln", [False, True])
+def test_loss_matches_float64_reference(post_ln):
+    config = ModelConfig(**{**CFG.__dict__, "post_ln": post_ln})
+    model = Encoder(config, DIMS, nnx.Rngs(1))
+    batch = make_batch()
+    obj = ObjectiveConfig(mask_ratio=0.5)
+    with jax.default_matmul_precision("highest"):
+        loss, metrics = msm_loss(
+            model, jax.tree.map(jnp.asarray, batch), obj, key=None, train=False
+        )
+        hidden = model(
+            fuse(batch["shots"], batch["present"], DIMS, obj),
+            batch["valid"],
+            batch["title_embedding"],
+            mask_bw=batch["masked"],
+        )
+    ref_hidden, ref_loss = forward(params_of(model), batch, config.num_heads, post_ln)
+    valid_tokens = np.concatenate([np.ones((3, 2), bool), batch["valid"]], axis=1)
+    np.testing.assert_allclose(
+        np.asarray(hidden)[valid_tokens], ref_hidden[valid_tokens], atol=2e-4
+    )
+    np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
+    assert int(metrics["masked_shots"]) == batch["masked"].sum()
+
+
+def test_shapes_and_padding_does_not_leak():
+    model = Encoder(CFG, DIMS, nnx.Rngs(0))
+    batch = make_batch()
+    fused = fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig())
+    hidden, layers = model(fused, batch["valid"], batch["title_embedding"], return_all_layers=True)
+    assert hidden.shape == (3, 14, 16) and layers.shape == (3, 3, 14, 16)
+    noisy = dict(batch)
+    noisy["shots"] = batch["shots"] + (~batch["valid"][..., None]) * np.float16(5.0)
+    a = msm_loss(model, batch, ObjectiveConfig(), train=False)[0]
+    b = msm_loss(model, noisy, ObjectiveConfig(), train=False)[0]
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+
+
+def test_gradients_reach_every_parameter():
+    model = Encoder(CFG, DIMS, nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    params = nnx.to_pure_dict(params)
+    batch = jax.tree.map(jnp.asarray, make_batch())
+
+    def loss_fn(p):
+        return msm_loss(nnx.merge(graphdef, p), batch, ObjectiveConfig(), key=jax.random.key(0))[0]
+
+    grads = jax.grad(loss_fn)(params)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        assert float(jnp.abs(g).max()) > 0, jax.tree_util.keystr(path)
+
+
+def test_fuse_unit_norm_and_zero_rows():
+    batch = make_batch()
+    fused = np.asarray(fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig()))
+    norms = np.linalg.norm(fused, axis=-1)
+    np.testing.assert_allclose(norms[batch["valid"]], 1.0, rtol=1e-5)
+    assert not fused[~batch["valid"]].any()
+    per = np.asarray(
+        fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig(per_modality_norm=True))
+    )
+    video = per[0, 0, :6]
+    np.testing.assert_allclose(np.linalg.norm(video), 1 / np.sqrt(3), rtol=1e-4)
+
+
+def test_corruption_shares():
+    b, w = 64, 256
+    valid = np.ones((b, w), bool)
+    masked = np.random.default_rng(0).random((b, w)) < 0.5
+    fused = jnp.asarray(np.random.default_rng(1).normal(size=(b, w, 4)), jnp.float32)
+    inputs, use_mask = corrupt(fused, valid, masked, ObjectiveConfig(), jax.random.key(3))
+    use_mask = np.asarray(use_mask)
+    changed = np.asarray((inputs != fused).any(-1))
+    assert not (use_mask & ~masked).any() and not (changed & ~masked).any()
+    n = masked.sum()
+    assert abs(use_mask.sum() / n - 0.8) < 0.02
+    assert abs(changed.sum() / n - 0.1) < 0.02
