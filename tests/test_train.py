@@ -104,3 +104,23 @@ def test_restore_on_a_different_mesh(tiny_store, tmp_path):
     ckpt.close()
     assert params8["blocks"][0]["k"]["kernel"].sharding.spec == PartitionSpec("fsdp", "tensor")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(params8), _params(straight))
+
+
+def test_muon_adamw_beats_adamw_at_the_same_budget(tiny_store, tmp_path):
+    """Each with its lr tuned once on the tiny catalog (experiments/muon_vs_adamw.py)."""
+    common = ["train.steps=150", "train.log_every=10", "checkpoint.every_steps=150"]
+    runs = {
+        "adamw": ["optim.kind=adamw", "optim.learning_rate=0.012"],
+        "muon_adamw": [
+            "optim.kind=muon_adamw",
+            "optim.learning_rate=0.012",
+            "optim.muon_learning_rate=0.03",
+        ],
+    }
+    final = {}
+    for kind, overrides in runs.items():
+        train.train_and_evaluate(
+            _cfg(*common, *overrides), tiny_store, tmp_path / kind, devices=jax.devices()[:1]
+        )
+        final[kind] = float(np.mean(_losses(tmp_path / kind)[-3:]))
+    assert final["muon_adamw"] < final["adamw"] - 0.01, final
