@@ -15,8 +15,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from mediafm_jax.config import ConfigError
     from mediafm_jax.data.ingest import IngestError
     from mediafm_jax.data.store import StoreError
+    from mediafm_jax.probe.tasks import ProbeInputError
 
-    return (ConfigError, IngestError, StoreError, UsageError)
+    return (ConfigError, IngestError, StoreError, ProbeInputError, UsageError)
 
 
 class UsageError(ValueError):
@@ -101,6 +102,51 @@ def _cmd_train(args: argparse.Namespace) -> None:
     train.train_and_evaluate(config, args.store, args.workdir)
 
 
+def _cmd_embed(args: argparse.Namespace) -> None:
+    _start_distributed(args)
+    from mediafm_jax import embed
+    from mediafm_jax.data.store import ShotStore
+
+    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
+    store = ShotStore(args.store)
+    if args.out and _exists(args.out) and not args.overwrite:
+        raise UsageError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    result = embed.embed_store(embedder, store, args.out)
+    print(
+        f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
+        f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
+    )
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return not path.startswith(("gs://", "s3://")) and os.path.exists(path)
+
+
+def _cmd_probe(args: argparse.Namespace) -> None:
+    _start_distributed(args)
+    import jax
+
+    from mediafm_jax import embed, probe
+    from mediafm_jax.data.store import ShotStore
+
+    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
+    emb = embed.EmbeddingStore(args.emb) if args.emb else None
+    results = probe.run_probes(
+        embedder, ShotStore(args.store), args.tasks, args.clips, args.out, emb=emb
+    )
+    if jax.process_index() == 0:
+        print(probe.markdown_table(results))
+        print(f"report: {args.out}/report.json, {args.out}/report.md, {args.out}/report.png")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from mediafm_jax import demo
+
+    demo.run_demo(args.out, titles=args.titles, steps=args.steps)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediafm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +175,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("embed", help="write in-context shot embeddings of a whole store")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
+    p.add_argument("--layers", choices=("last", "mean"), default="last")
+    p.add_argument("--overwrite", action="store_true")
+    _add_distributed_flags(p)
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("probe", help="linear probes of clip embeddings; writes a report")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--tasks", required=True, help="probes.json")
+    p.add_argument("--clips", required=True, help="clips.jsonl")
+    p.add_argument("--out", required=True)
+    p.add_argument("--emb", help="an embedding store from `mediafm embed` to reuse")
+    p.add_argument("--step", type=int)
+    p.add_argument("--layers", choices=("last", "mean"), default="last")
+    _add_distributed_flags(p)
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("demo", help="synth -> ingest -> train -> embed -> probe, on this CPU")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--titles", type=int, default=120)
+    p.add_argument("--steps", type=int, default=None, help="override the demo preset's steps")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

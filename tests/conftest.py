@@ -33,3 +33,19 @@ def tiny_store(tiny_source, tmp_path_factory):
     path = str(tmp_path_factory.mktemp("store") / "store")
     ingest.ingest(tiny_source, path, shard_rows=256, progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_store, tmp_path_factory):
+    """A tiny model trained for a few steps (for embedding and probe tests)."""
+    import jax
+
+    from mediafm_jax import config as config_lib
+    from mediafm_jax import presets, train
+
+    workdir = tmp_path_factory.mktemp("run") / "run"
+    config = config_lib.apply_overrides(
+        presets.tiny(), ["train.steps=30", "checkpoint.async_save=false", "model.max_shots=48"]
+    )
+    train.train_and_evaluate(config, tiny_store, workdir, devices=jax.devices()[:1])
+    return workdir

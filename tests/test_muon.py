@@ -151,7 +151,9 @@ def test_partition_rule_on_the_real_model():
     model = Encoder(cfg, DataDims(10, 4, ((0, 10),)), nnx.Rngs(0))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     labels = optim.param_labels(params)
-    flat = {jax.tree_util.keystr(p): lab for p, lab in jax.tree_util.tree_flatten_with_path(labels)[0]}
+    flat = {
+        jax.tree_util.keystr(p): lab for p, lab in jax.tree_util.tree_flatten_with_path(labels)[0]
+    }
     muon = sorted(k for k, v in flat.items() if v == "muon")
     expected = sorted(
         f"['blocks'][{i}]['{m}']['kernel']" for i in range(3) for m in optim.MUON_MATRICES

@@ -66,18 +66,18 @@ class _Catalog:
     def __init__(self, config: SynthConfig, rng: np.random.Generator):
         unit = lambda *shape: rng.standard_normal(shape) / np.sqrt(shape[-1])
         self.genre = unit(NUM_GENRES, LATENT) * 2.0
-        self.tone = unit(NUM_TONES, LATENT) * 2.0
+        self.tone = unit(NUM_TONES, LATENT) * 1.5
         self.ad_category = unit(NUM_AD_CATEGORIES, LATENT) * 2.0
-        self.arc = unit(LATENT) * 2.5
+        self.arc = unit(LATENT) * 1.2
         # Each genre favours a dozen tones.
         self.genre_tones = np.stack(
             [rng.choice(NUM_TONES, 12, replace=False) for _ in range(NUM_GENRES)]
         )
         # Modality views: (elements, tones, arc) weights and noise, then a random projection.
         self.views = {
-            "video": ((1.0, 0.6, 1.0), 0.9, config.video_dim),
-            "audio": ((0.4, 1.2, 1.0), 1.1, config.audio_dim),
-            "text": ((1.2, 0.8, 0.4), 0.8, config.text_dim),
+            "video": ((1.0, 0.6, 1.0), 1.5, config.video_dim),
+            "audio": ((0.4, 1.2, 1.0), 1.8, config.audio_dim),
+            "text": ((1.2, 0.8, 0.4), 1.3, config.text_dim),
         }
         self.projection = {
             name: rng.standard_normal((LATENT, dim)) / np.sqrt(LATENT)

@@ -1,0 +1,79 @@
+"""The model-size presets, importable from an installed package.
+
+``experiments/configs/{tiny,demo,base,large}.py`` return these; ``mediafm demo`` uses
+``demo()`` directly so that it also works from a wheel without the experiments folder.
+"""
+
+from mediafm_jax.config import (
+    CheckpointConfig,
+    DataConfig,
+    ExperimentConfig,
+    MeshConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+)
+
+
+def tiny() -> ExperimentConfig:
+    """For tests and smoke runs: seconds on a CPU."""
+    return ExperimentConfig(
+        name="tiny",
+        model=ModelConfig(hidden_size=32, num_layers=2, num_heads=4, mlp_size=64, max_shots=64),
+        optim=OptimConfig(learning_rate=3e-3, warmup_steps=10, muon_ns_dtype="float32"),
+        train=TrainConfig(steps=50, batch_size=8, log_every=10),
+        checkpoint=CheckpointConfig(every_steps=25, keep=2),
+    )
+
+
+def demo() -> ExperimentConfig:
+    """Minutes on a 2-core laptop CPU (what `mediafm demo` trains)."""
+    return ExperimentConfig(
+        name="demo",
+        model=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, mlp_size=512, max_shots=256),
+        optim=OptimConfig(
+            learning_rate=3e-3, muon_learning_rate=1e-2, warmup_steps=50, muon_ns_dtype="float32"
+        ),
+        train=TrainConfig(steps=500, batch_size=16, log_every=25),
+        checkpoint=CheckpointConfig(every_steps=250, keep=2),
+    )
+
+
+def base() -> ExperimentConfig:
+    """The original's size: 768 hidden x 12 layers x 12 heads, 512-shot windows, bf16."""
+    return ExperimentConfig(
+        name="base",
+        model=ModelConfig(
+            hidden_size=768,
+            num_layers=12,
+            num_heads=12,
+            mlp_size=3072,
+            max_shots=512,
+            compute_dtype="bfloat16",
+        ),
+        optim=OptimConfig(learning_rate=1e-3, warmup_steps=1000),
+        train=TrainConfig(steps=50_000, batch_size=256, log_every=100),
+        checkpoint=CheckpointConfig(every_steps=2000, keep=3),
+        data=DataConfig(threads=8, prefetch=4),
+    )
+
+
+def large() -> ExperimentConfig:
+    """1024 hidden x 24 layers x 16 heads; FSDP over the mesh's fsdp axis."""
+    return ExperimentConfig(
+        name="large",
+        model=ModelConfig(
+            hidden_size=1024,
+            num_layers=24,
+            num_heads=16,
+            mlp_size=4096,
+            max_shots=512,
+            compute_dtype="bfloat16",
+            remat=True,
+        ),
+        optim=OptimConfig(learning_rate=6e-4, warmup_steps=2000),
+        train=TrainConfig(steps=100_000, batch_size=512, log_every=100),
+        checkpoint=CheckpointConfig(every_steps=2000, keep=3),
+        data=DataConfig(threads=8, prefetch=4),
+        mesh=MeshConfig(data=-1, fsdp=8, tensor=1),
+    )

@@ -1,0 +1,99 @@
+"""Linear probes of frozen clip embeddings: the ablation report of DESIGN.md §1.
+
+Methods, each a clip feature from mean-pooling the clip's shots ``[start, end)``:
+``mediafm_context`` (in-context embeddings), ``mediafm_isolated`` (the encoder run on
+the clip alone, with [GLOBAL]), ``concat`` (fused input embeddings: the uncontextualized
+baseline), and one per modality (that modality's unit-normed input alone).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mediafm_jax.data.store import ShotStore
+from mediafm_jax.embed import Embedder, EmbeddingStore
+from mediafm_jax.probe.linear import run_probe
+from mediafm_jax.probe.report import markdown_table, write_report
+from mediafm_jax.probe.tasks import Clips, ProbeInputError, load_clips, load_tasks
+
+__all__ = ["run_probes", "ProbeInputError", "markdown_table"]
+EPS = 1e-6
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + EPS)
+
+
+def _pool(rows_by_title: dict[int, np.ndarray], clips: Clips) -> np.ndarray:
+    return np.stack(
+        [
+            rows_by_title[t][s:e].mean(0)
+            for t, s, e in zip(clips.title, clips.start, clips.end, strict=True)
+        ]
+    )
+
+
+def input_features(store: ShotStore, clips: Clips) -> dict[str, np.ndarray]:
+    """``concat`` and per-modality clip features from the store's raw inputs."""
+    titles = np.unique(clips.title)
+    raw = {int(t): store.read_rows(*store.title_rows(int(t))).astype(np.float32) for t in titles}
+    out = {"concat": _pool({t: _unit(x) for t, x in raw.items()}, clips)}
+    for m in store.modalities:
+        out[m.name] = _pool({t: _unit(x[:, m.start : m.stop]) for t, x in raw.items()}, clips)
+    return out
+
+
+def context_rows(
+    embedder: Embedder | None, store: ShotStore, titles: np.ndarray, emb: EmbeddingStore | None
+) -> dict[int, np.ndarray]:
+    """In-context shot embeddings per title, read from ``emb`` or computed."""
+    if emb is not None:
+        if emb.title_ids != store.title_ids:
+            raise ProbeInputError(f"{emb.root}: embeds another catalog than {store.root}")
+        shots = emb.shot_embeddings()
+        return {int(t): shots[slice(*store.title_rows(int(t)))] for t in titles}
+    assert embedder is not None
+    return {
+        t: rows
+        for t, rows, _ in embedder.embed_titles(store, [int(t) for t in titles], progress=True)
+    }
+
+
+def run_probes(
+    embedder: Embedder | None,
+    store: ShotStore,
+    tasks_path: str | Path,
+    clips_path: str | Path,
+    out: str | Path,
+    emb: EmbeddingStore | None = None,
+) -> dict:
+    """Probes every task with every method; writes and returns the report."""
+    tasks = load_tasks(tasks_path)
+    clips_by_task = load_clips(clips_path, tasks, store)
+    all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
+    context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
+    results = {}
+    for task in tqdm(tasks, desc="probe", unit="task"):
+        clips = clips_by_task[task.name]
+        features = {}
+        if context is not None:
+            features["mediafm_context"] = _pool(context, clips)
+        if embedder is not None:
+            spans = list(
+                zip(clips.title.tolist(), clips.start.tolist(), clips.end.tolist(), strict=True)
+            )
+            features["mediafm_isolated"] = embedder.embed_clips(store, spans)
+        features.update(input_features(store, clips))
+        scored = {name: run_probe(x, clips) for name, x in features.items()}
+        first = next(iter(scored.values()))
+        results[task.name] = {
+            "metric": task.metric,
+            "n_train": first.n_train,
+            "n_test": first.n_test,
+            "results": {name: r.score for name, r in scored.items()},
+        }
+    write_report(results, out)
+    return results

@@ -1,0 +1,100 @@
+"""Linear probes on frozen features, with regularization chosen on validation data.
+
+Classification (multilabel, one-vs-rest; binary): standardized features -> logistic
+regression per label; C picked on the val split (or, without one, on a grouped split of
+train), then refit on train + val and scored on test. Ranking: ridge regression in
+``folds``-fold cross-validation grouped by title, alpha picked by RidgeCV inside each fold,
+Kendall's tau within each title averaged over titles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression, RidgeCV
+from sklearn.model_selection import GroupKFold
+from sklearn.preprocessing import StandardScaler
+
+from mediafm_jax.probe.metrics import SCORERS, kendall_tau_by_group
+from mediafm_jax.probe.tasks import Clips
+
+C_GRID = (0.01, 0.1, 1.0)
+ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeResult:
+    score: float
+    n_train: int
+    n_test: int
+
+
+def _fit_scores(x_train, y_train, x_eval, c: float) -> np.ndarray:
+    """Decision scores [N, K] of one logistic regression per label column."""
+    scaler = StandardScaler().fit(x_train)
+    a, b = scaler.transform(x_train), scaler.transform(x_eval)
+    scores = np.zeros((len(x_eval), y_train.shape[1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in range(y_train.shape[1]):
+            model = LogisticRegression(C=c, max_iter=300).fit(a, y_train[:, k])
+            scores[:, k] = model.decision_function(b)
+    return scores
+
+
+def _learnable(y: np.ndarray, *masks: np.ndarray) -> np.ndarray:
+    """Label columns with both classes present in every given subset."""
+    keep = np.ones(y.shape[1], bool)
+    for m in masks:
+        keep &= (y[m].sum(0) > 0) & (y[m].sum(0) < m.sum())
+    return keep
+
+
+def classification_probe(features: np.ndarray, clips: Clips, seed: int = 0) -> ProbeResult:
+    y = clips.target.reshape(len(clips), -1).astype(int)
+    train, val, test = (clips.split == s for s in ("train", "val", "test"))
+    if not test.any() or not train.any():
+        raise ValueError(f"task {clips.task.name}: needs clips in the train and test splits")
+    if not val.any():  # hold out a quarter of the train titles for choosing C
+        titles = np.unique(clips.title[train])
+        held = np.random.default_rng(seed).choice(titles, max(1, len(titles) // 4), replace=False)
+        val = train & np.isin(clips.title, held)
+        train = train & ~val
+    keep = _learnable(y, train, val, test)
+    if not keep.any():
+        raise ValueError(
+            f"task {clips.task.name}: no label has positives and negatives in every split"
+        )
+    y = y[:, keep]
+    scorer = SCORERS[clips.task.metric]
+    val_scores = {
+        c: scorer(y[val], _fit_scores(features[train], y[train], features[val], c)) for c in C_GRID
+    }
+    best = max(val_scores, key=val_scores.get)
+    fit = train | val
+    scores = _fit_scores(features[fit], y[fit], features[test], best)
+    return ProbeResult(scorer(y[test], scores), int(fit.sum()), int(test.sum()))
+
+
+def ranking_probe(features: np.ndarray, clips: Clips) -> ProbeResult:
+    y = clips.target.astype(float)
+    folds = min(clips.task.folds, len(np.unique(clips.title)))
+    predictions = np.zeros(len(clips))
+    sizes = []
+    for train, test in GroupKFold(n_splits=folds).split(features, y, groups=clips.title):
+        scaler = StandardScaler().fit(features[train])
+        model = RidgeCV(alphas=ALPHA_GRID).fit(scaler.transform(features[train]), y[train])
+        predictions[test] = model.predict(scaler.transform(features[test]))
+        sizes.append((len(train), len(test)))
+    score = kendall_tau_by_group(y, predictions, clips.title)
+    n_train, n_test = np.mean(sizes, axis=0)
+    return ProbeResult(score, int(round(n_train)), int(round(n_test)))
+
+
+def run_probe(features: np.ndarray, clips: Clips) -> ProbeResult:
+    if clips.task.kind == "ranking":
+        return ranking_probe(features, clips)
+    return classification_probe(features, clips)

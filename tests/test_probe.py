@@ -1,0 +1,116 @@
+"""Probe metrics by hand, probes on informative vs shuffled labels, the report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mediafm_jax.data.store import ShotStore
+from mediafm_jax.embed import Embedder
+from mediafm_jax.probe import ProbeInputError, run_probes
+from mediafm_jax.probe.linear import run_probe
+from mediafm_jax.probe.metrics import ap, kendall_tau_by_group, macro_ap, micro_ap
+from mediafm_jax.probe.tasks import Clips, Task
+
+
+def test_average_precision_by_hand():
+    # Ranked by score: pos, neg, pos -> precision at the hits 1/1 and 2/3 -> AP = 5/6.
+    assert ap(np.array([1, 0, 1]), np.array([0.9, 0.8, 0.1])) == pytest.approx(5 / 6)
+    y = np.array([[1, 0], [0, 1], [1, 0]])
+    s = np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.3]])
+    # class 0: pos, neg, pos -> 5/6; class 1: its one positive is ranked first -> 1.
+    assert macro_ap(y, s) == pytest.approx((5 / 6 + 1) / 2)
+    # micro: pooled scores 0.9+,0.8-,0.7+,0.3-,0.2-,0.1+ -> (1 + 2/3 + 3/6) / 3.
+    assert micro_ap(y, s) == pytest.approx((1 + 2 / 3 + 3 / 6) / 3)
+
+
+def test_kendall_tau_is_per_title():
+    y = np.array([1, 2, 3, 10, 20, 30, 5])
+    groups = np.array([0, 0, 0, 1, 1, 1, 2])
+    scores = np.array([1, 2, 3, 3, 2, 1, 0])  # perfect in title 0, reversed in title 1
+    assert kendall_tau_by_group(y, scores, groups) == pytest.approx(0.0)
+    # Pooled over titles the same scores would look strongly negative; per title they cancel.
+    scores = np.array([1, 2, 3, 0.1, 0.2, 0.3, 9])
+    assert kendall_tau_by_group(y, scores, groups) == pytest.approx(1.0)
+
+
+def _clips(task, n_titles=40, per_title=12, seed=0):
+    rng = np.random.default_rng(seed)
+    title = np.repeat(np.arange(n_titles), per_title)
+    split = np.array(["train", "val", "test"])[
+        np.repeat(rng.choice(3, n_titles, p=[0.6, 0.2, 0.2]), per_title)
+    ]
+    n = len(title)
+    if task.kind == "multilabel":
+        target = (rng.random((n, task.num_classes)) < 0.3).astype(np.int8)
+    elif task.kind == "binary":
+        target = (rng.random(n) < 0.25).astype(np.int8)
+    else:
+        target = rng.normal(size=n)
+    return Clips(task, title, np.zeros(n, int), np.ones(n, int), split, target)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        Task("ml", "multilabel", "micro_ap", num_classes=5),
+        Task("ml2", "multilabel", "macro_ap", num_classes=5),
+        Task("bin", "binary", "ap"),
+        Task("rank", "ranking", "kendall_tau", folds=5),
+    ],
+)
+def test_informative_features_score_high_and_shuffled_labels_score_chance(task):
+    clips = _clips(task)
+    rng = np.random.default_rng(1)
+    target = clips.target.reshape(len(clips), -1).astype(float)
+    informative = np.concatenate(
+        [target + 0.3 * rng.normal(size=target.shape), rng.normal(size=(len(clips), 8))], 1
+    )
+    good = run_probe(informative, clips).score
+    shuffled = Clips(
+        task, clips.title, clips.start, clips.end, clips.split, rng.permutation(clips.target)
+    )
+    chance = run_probe(informative, shuffled).score
+    if task.kind == "ranking":
+        assert good > 0.6 and abs(chance) < 0.15
+    else:
+        base_rate = target.mean()
+        assert good > 0.9 and chance < base_rate + 0.15
+
+
+def test_report_has_every_task_and_method(tiny_run, tiny_store, tiny_source, tmp_path):
+    store = ShotStore(tiny_store)
+    results = run_probes(
+        Embedder(tiny_run),
+        store,
+        tiny_source / "probes.json",
+        tiny_source / "clips.jsonl",
+        tmp_path,
+    )
+    report = json.loads((tmp_path / "report.json").read_text())
+    tasks = [t["name"] for t in json.loads((tiny_source / "probes.json").read_text())["tasks"]]
+    assert list(report["tasks"]) == tasks and report["tasks"] == json.loads(json.dumps(results))
+    methods = {"mediafm_context", "mediafm_isolated", "concat", "video", "audio", "text"}
+    for task in report["tasks"].values():
+        assert set(task["results"]) == methods
+        assert task["n_train"] > 0 and task["n_test"] > 0
+        assert all(np.isfinite(v) for v in task["results"].values())
+    table = (tmp_path / "report.md").read_text()
+    assert all(t in table for t in tasks) and all(m in table for m in methods)
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_bad_clips_name_the_line(tiny_run, tiny_store, tiny_source, tmp_path):
+    lines = (tiny_source / "clips.jsonl").read_text().splitlines()
+    bad = json.loads(lines[2])
+    bad["shot_end"] = 10**6
+    lines[2] = json.dumps(bad)
+    (tmp_path / "clips.jsonl").write_text("\n".join(lines))
+    with pytest.raises(ProbeInputError, match=r"line 3: shots \[.*\) are not a non-empty range"):
+        run_probes(
+            None,
+            ShotStore(tiny_store),
+            tiny_source / "probes.json",
+            tmp_path / "clips.jsonl",
+            tmp_path,
+        )
