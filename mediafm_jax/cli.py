@@ -99,7 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from mediafm_jax import train
 
     config = config_lib.apply_overrides(config_lib.load_config_file(args.config), args.set)
-    train.train_and_evaluate(config, args.store, args.workdir)
+    train.train_and_evaluate(config, args.store, args.workdir, stop_at=args.stop_at)
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -141,6 +141,27 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         print(f"report: {args.out}/report.json, {args.out}/report.md, {args.out}/report.png")
 
 
+def _cmd_plan(args: argparse.Namespace) -> None:
+    from mediafm_jax import config as config_lib
+    from mediafm_jax import plan
+
+    config = config_lib.apply_overrides(config_lib.load_config_file(args.config), args.set)
+    chip = plan.CHIPS[args.kind]
+    try:
+        result = plan.make_plan(
+            config,
+            args.devices,
+            chip,
+            fused=args.fused,
+            title=args.title_dim,
+            catalog_shots=args.catalog_shots,
+            mfu=args.mfu,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(plan.format_plan(result, chip, args.devices, args.mfu))
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from mediafm_jax import demo
 
@@ -173,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--workdir", required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--stop-at", type=int, help="checkpoint and stop after this step (time-boxed jobs)"
+    )
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -197,6 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", choices=("last", "mean"), default="last")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("plan", help="parameters, FLOPs, memory and input bandwidth on a target")
+    p.add_argument("--config", required=True)
+    p.add_argument("--devices", type=int, default=8)
+    p.add_argument("--kind", choices=("v5p", "v5e", "h100", "h200"), default="h100")
+    p.add_argument("--fused", type=int, default=2304, help="fused shot dim of the catalog")
+    p.add_argument("--title-dim", type=int, default=768)
+    p.add_argument("--catalog-shots", type=int, default=10_000_000)
+    p.add_argument("--mfu", type=float, default=0.45)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("demo", help="synth -> ingest -> train -> embed -> probe, on this CPU")
     p.add_argument("--out", default="demo_out")

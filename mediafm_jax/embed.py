@@ -184,7 +184,9 @@ class Embedder:
         remaining = {t: sum(1 for w in windows if w.title == t) for t in titles}
         buffers: dict[int, np.ndarray] = {}
         cls: dict[int, list[np.ndarray]] = {}
-        bar = tqdm(total=len(windows), unit="window", desc="embed", disable=not progress)
+        bar = tqdm(
+            total=len(windows), unit="window", desc="embed", disable=None if progress else True
+        )
         for chunk, batch in self._window_batches(store, windows, batch_windows):
             shots_h, cls_h = self.encode(batch)
             for i, win in enumerate(chunk):

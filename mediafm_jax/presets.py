@@ -34,7 +34,7 @@ def demo() -> ExperimentConfig:
         optim=OptimConfig(
             learning_rate=3e-3, muon_learning_rate=1e-2, warmup_steps=50, muon_ns_dtype="float32"
         ),
-        train=TrainConfig(steps=500, batch_size=16, log_every=25),
+        train=TrainConfig(steps=600, batch_size=16, log_every=50),
         checkpoint=CheckpointConfig(every_steps=250, keep=2),
     )
 

@@ -20,6 +20,7 @@ TINY = synthetic.SynthConfig(
     title_dim=6,
     min_shots=40,
     max_shots=700,
+    noise=0.15,  # low noise: the tests check the code, not the research question
 )
 
 

@@ -285,7 +285,11 @@ def ingest(
         digest = hashlib.blake2b(digest_size=16)
         writer = _ShardWriter(arrays, shard_rows)
         bar = tqdm(
-            total=num_shots, unit="shot", desc="ingest", disable=not progress, unit_scale=True
+            total=num_shots,
+            unit="shot",
+            desc="ingest",
+            disable=None if progress else True,
+            unit_scale=True,
         )
         for index, header in enumerate(headers):
             rows = _load_title(header, modalities, title_dim)

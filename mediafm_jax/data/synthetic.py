@@ -44,6 +44,7 @@ class SynthConfig:
     min_shots: int = 100
     max_shots: int = 1600
     text_missing: float = 0.4
+    noise: float = 0.7  # per-dim std of each modality's view noise (x 1.2 / 1.5 / 1.0)
 
 
 PROBE_TASKS = [
@@ -75,9 +76,9 @@ class _Catalog:
         )
         # Modality views: (elements, tones, arc) weights and noise, then a random projection.
         self.views = {
-            "video": ((1.0, 0.6, 1.0), 1.5, config.video_dim),
-            "audio": ((0.4, 1.2, 1.0), 1.8, config.audio_dim),
-            "text": ((1.2, 0.8, 0.4), 1.3, config.text_dim),
+            "video": ((1.0, 0.6, 1.0), config.noise * 1.2, config.video_dim),
+            "audio": ((0.4, 1.2, 1.0), config.noise * 1.5, config.audio_dim),
+            "text": ((1.2, 0.8, 0.4), config.noise * 1.0, config.text_dim),
         }
         self.projection = {
             name: rng.standard_normal((LATENT, dim)) / np.sqrt(LATENT)
@@ -153,7 +154,7 @@ def _make_title(index: int, catalog: _Catalog, config: SynthConfig, rng: np.rand
     for name, (weights, noise, _) in catalog.views.items():
         latent = np.einsum("p,pnl->nl", np.asarray(weights), parts)
         latent[transition] *= 0.15
-        latent += rng.standard_normal((n, LATENT)) / np.sqrt(LATENT) * noise
+        latent += rng.standard_normal((n, LATENT)) * noise  # per latent dim
         arrays[name] = latent @ catalog.projection[name]
     missing_rate = np.clip(rng.beta(2, 3, num_scenes) * config.text_missing / 0.4, 0, 1)
     no_text = rng.random(n) < missing_rate[scene_of_shot]
@@ -243,7 +244,9 @@ def write_catalog(
     catalog = _Catalog(config, rng)
     splits = rng.choice(["train", "val", "test"], config.titles, p=[0.7, 0.15, 0.15])
     titles, clips = [], []
-    for index in tqdm(range(config.titles), desc="synth", unit="title", disable=not progress):
+    for index in tqdm(
+        range(config.titles), desc="synth", unit="title", disable=None if progress else True
+    ):
         title_id = f"title_{index:05d}"
         title_rng = np.random.default_rng([config.seed, index])
         arrays, story = _make_title(index, catalog, config, title_rng)

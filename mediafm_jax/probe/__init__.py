@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder, EmbeddingStore
-from mediafm_jax.probe.linear import run_probe
+from mediafm_jax.probe.linear import ProbeSkipped, run_probe
 from mediafm_jax.probe.report import markdown_table, write_report
 from mediafm_jax.probe.tasks import Clips, ProbeInputError, load_clips, load_tasks
 
@@ -76,7 +76,7 @@ def run_probes(
     all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
     context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
     results = {}
-    for task in tqdm(tasks, desc="probe", unit="task"):
+    for task in tqdm(tasks, desc="probe", unit="task", disable=None):
         clips = clips_by_task[task.name]
         features = {}
         if context is not None:
@@ -87,7 +87,12 @@ def run_probes(
             )
             features["mediafm_isolated"] = embedder.embed_clips(store, spans)
         features.update(input_features(store, clips))
-        scored = {name: run_probe(x, clips) for name, x in features.items()}
+        try:
+            scored = {name: run_probe(x, clips) for name, x in features.items()}
+        except ProbeSkipped as reason:
+            print(f"probe: skipped task {task.name!r}: {reason}", flush=True)
+            results[task.name] = {"metric": task.metric, "skipped": str(reason), "results": {}}
+            continue
         first = next(iter(scored.values()))
         results[task.name] = {
             "metric": task.metric,

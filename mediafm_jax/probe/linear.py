@@ -45,35 +45,42 @@ def _fit_scores(x_train, y_train, x_eval, c: float) -> np.ndarray:
     return scores
 
 
-def _learnable(y: np.ndarray, *masks: np.ndarray) -> np.ndarray:
-    """Label columns with both classes present in every given subset."""
-    keep = np.ones(y.shape[1], bool)
-    for m in masks:
-        keep &= (y[m].sum(0) > 0) & (y[m].sum(0) < m.sum())
-    return keep
+def _both_classes(y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Label columns with positives and negatives among the rows in ``mask``."""
+    positives = y[mask].sum(0)
+    return (positives > 0) & (positives < mask.sum())
+
+
+class ProbeSkipped(ValueError):
+    """The task's clips cannot support a probe (say which split lacks what)."""
 
 
 def classification_probe(features: np.ndarray, clips: Clips, seed: int = 0) -> ProbeResult:
     y = clips.target.reshape(len(clips), -1).astype(int)
     train, val, test = (clips.split == s for s in ("train", "val", "test"))
     if not test.any() or not train.any():
-        raise ValueError(f"task {clips.task.name}: needs clips in the train and test splits")
+        raise ProbeSkipped("needs clips in both the train and the test split")
     if not val.any():  # hold out a quarter of the train titles for choosing C
         titles = np.unique(clips.title[train])
         held = np.random.default_rng(seed).choice(titles, max(1, len(titles) // 4), replace=False)
         val = train & np.isin(clips.title, held)
         train = train & ~val
-    keep = _learnable(y, train, val, test)
+    keep = _both_classes(y, train) & _both_classes(y, test)
     if not keep.any():
-        raise ValueError(
-            f"task {clips.task.name}: no label has positives and negatives in every split"
-        )
+        raise ProbeSkipped("no label has both classes in the train and the test split")
     y = y[:, keep]
     scorer = SCORERS[clips.task.metric]
-    val_scores = {
-        c: scorer(y[val], _fit_scores(features[train], y[train], features[val], c)) for c in C_GRID
-    }
-    best = max(val_scores, key=val_scores.get)
+    best = 1.0  # when val cannot score any label, keep the default regularization
+    scorable = _both_classes(y, val)
+    if scorable.any():
+        val_scores = {
+            c: scorer(
+                y[val][:, scorable],
+                _fit_scores(features[train], y[train], features[val], c)[:, scorable],
+            )
+            for c in C_GRID
+        }
+        best = max(val_scores, key=val_scores.get)
     fit = train | val
     scores = _fit_scores(features[fit], y[fit], features[test], best)
     return ProbeResult(scorer(y[test], scores), int(fit.sum()), int(test.sum()))

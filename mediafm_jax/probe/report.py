@@ -32,6 +32,9 @@ def markdown_table(results: dict) -> str:
     ]
     for name, task in results.items():
         scores = task["results"]
+        if not scores:
+            lines.append(f"| {name} | {task['metric']} | skipped: {task.get('skipped', '')} |")
+            continue
         best = max(scores.values())
         cells = []
         for m in methods:

@@ -1,0 +1,232 @@
+"""Training-step speed: ours vs the same model and optimizer in PyTorch, same run.
+
+    pip install -e '.[bench]'    # torch's CPU wheel
+    python experiments/benchmarks/train_step.py [--configs demo,base_cpu] [--steps 10]
+
+For each config: step time, shots/s and model FLOP utilization (MFU) against a matmul
+peak measured in this run (a large fp32 jnp.dot), for
+
+- ``mediafm-jax``: the jitted, donated ``train_step`` (Muon + AdamW);
+- ``pytorch``: the same pre-LN encoder (separate q/k/v/o, GELU, masked-position output
+  projection, cosine loss) with ``torch.optim.Muon`` on the block matrices and AdamW on
+  the rest, eager mode -- what a user would write themselves.
+
+Model FLOPs per step = 6 x (matmul params) x tokens + 12 x layers x tokens^2 x hidden per
+window (attention), forward + backward; the optimizer is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+CONFIGS = {
+    # name: (hidden, layers, heads, mlp, window, batch, fused)
+    "demo": (128, 4, 4, 512, 256, 16, 384),
+    "base_cpu": (384, 6, 6, 1536, 512, 4, 2304),
+}
+
+
+def model_flops(hidden, layers, mlp, window, batch, fused, masked_share=0.2) -> float:
+    tokens = batch * (window + 2)
+    block = layers * (4 * hidden * hidden + 2 * hidden * mlp)
+    dense = 6 * tokens * block + 6 * batch * window * fused * hidden
+    dense += 6 * batch * round(masked_share * window) * hidden * fused  # output projection
+    attention = 12 * layers * batch * (window + 2) ** 2 * hidden
+    return dense + attention
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a).block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 2 * n**3 / np.median(times)
+
+
+def make_batch(batch, window, fused, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(window // 2, window + 1, batch)
+    valid = np.arange(window)[None] < lengths[:, None]
+    masked = np.zeros((batch, window), bool)
+    for i, n in enumerate(lengths):
+        masked[i, rng.choice(n, max(1, round(0.2 * n)), replace=False)] = True
+    return {
+        "shots": (rng.normal(size=(batch, window, fused)) * valid[..., None]).astype(np.float16),
+        "present": np.ones((batch, window, 3), np.uint8),
+        "valid": valid,
+        "masked": masked,
+        "title_embedding": rng.normal(size=(batch, 128)).astype(np.float16),
+        "title_index": np.arange(batch, dtype=np.int32),
+        "window_start": np.zeros(batch, np.int32),
+    }
+
+
+def time_jax(spec, steps: int) -> float:
+    import jax
+
+    from mediafm_jax import config as config_lib
+    from mediafm_jax import sharding, train
+    from mediafm_jax.model import DataDims
+
+    hidden, layers, heads, mlp, window, batch, fused = spec
+    cfg = config_lib.apply_overrides(
+        config_lib.ExperimentConfig(),
+        [
+            f"model.hidden_size={hidden}",
+            f"model.num_layers={layers}",
+            f"model.num_heads={heads}",
+            f"model.mlp_size={mlp}",
+            f"model.max_shots={window}",
+            f"train.batch_size={batch}",
+            "optim.muon_ns_dtype=float32",
+            f"train.steps={steps + 3}",
+        ],
+    )
+    third = fused // 3
+    dims = DataDims(fused, 128, ((0, third), (third, 2 * third), (2 * third, fused)))
+    mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+    setup = train.TrainSetup.create(cfg, dims, mesh)
+    state = setup.init_state(0)
+    host = make_batch(batch, window, fused)
+    step = setup.jit_train_step(host)
+    batch_arrays = sharding.global_batch(host, mesh)
+    times = []
+    with jax.set_mesh(mesh):
+        for i in range(steps + 2):
+            t0 = time.perf_counter()
+            state, metrics = step(state, batch_arrays, train.step_key(0, i))
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:]))
+
+
+def time_torch(spec, steps: int) -> float:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.set_num_threads(2)
+    hidden, layers, heads, mlp, window, batch, fused = spec
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+            self.q, self.v, self.o = (nn.Linear(hidden, hidden) for _ in range(3))
+            self.k = nn.Linear(hidden, hidden, bias=False)
+            self.fc1, self.fc2 = nn.Linear(hidden, mlp), nn.Linear(mlp, hidden)
+
+        def forward(self, x, attn_mask):
+            b, t, _ = x.shape
+            h = self.ln1(x)
+            split = lambda y: y.view(b, t, heads, hidden // heads).transpose(1, 2)
+            a = F.scaled_dot_product_attention(
+                split(self.q(h)), split(self.k(h)), split(self.v(h)), attn_mask=attn_mask
+            )
+            x = x + self.o(a.transpose(1, 2).reshape(b, t, hidden))
+            return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
+
+    class Encoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.title = nn.Linear(fused, hidden), nn.Linear(128, hidden)
+            self.cls, self.mask = (
+                nn.Parameter(torch.zeros(hidden)),
+                nn.Parameter(torch.zeros(hidden)),
+            )
+            self.pos = nn.Parameter(torch.zeros(window + 2, hidden))
+            self.ln_in, self.ln_out = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+            self.blocks = nn.ModuleList(Block() for _ in range(layers))
+            self.out = nn.Linear(hidden, fused)
+
+        def forward(self, shots, valid, masked, title):
+            fused_in = F.normalize(shots.float(), dim=-1, eps=1e-6)
+            x = self.inp(fused_in)
+            x = torch.where(masked[..., None], self.mask, x)
+            b = x.shape[0]
+            x = (
+                torch.cat([self.cls.expand(b, 1, hidden), self.title(title.float())[:, None], x], 1)
+                + self.pos
+            )
+            x = self.ln_in(x)
+            keys = torch.cat([torch.ones(b, 2, dtype=torch.bool), valid], 1)
+            attn_mask = keys[:, None, None, :]
+            for blk in self.blocks:
+                x = blk(x, attn_mask)
+            hidden_states = self.ln_out(x)[:, 2:]
+            k = max(1, round(0.2 * window))
+            pos = torch.topk(masked.float(), k, dim=1).indices
+            weight = torch.gather(masked, 1, pos).float()
+            pred = self.out(torch.gather(hidden_states, 1, pos[..., None].expand(-1, -1, hidden)))
+            target = torch.gather(fused_in, 1, pos[..., None].expand(-1, -1, fused))
+            cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
+            return ((1 - cos) * weight).sum() / weight.sum().clamp(min=1)
+
+    model = Encoder()
+    matrices = [p for n, p in model.named_parameters() if n.startswith("blocks") and p.ndim == 2]
+    others = [
+        p for n, p in model.named_parameters() if not (n.startswith("blocks") and p.ndim == 2)
+    ]
+    optimizers = [torch.optim.AdamW(others, lr=1e-3)]
+    if hasattr(torch.optim, "Muon"):
+        optimizers.append(torch.optim.Muon(matrices, lr=1e-3, adjust_lr_fn="match_rms_adamw"))
+    else:  # older torch: AdamW everywhere (noted in the table)
+        optimizers[0].add_param_group({"params": matrices})
+    host = make_batch(batch, window, fused)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in host.items()}
+    times = []
+    for _ in range(steps + 2):
+        t0 = time.perf_counter()
+        loss = model(
+            tensors["shots"], tensors["valid"], tensors["masked"], tensors["title_embedding"]
+        )
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for opt in optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[2:]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default="demo,base_cpu")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--no-torch", action="store_true")
+    args = parser.parse_args()
+    peak = matmul_peak()
+    print(f"measured fp32 matmul peak (2048^3 jnp.dot): {peak / 1e9:.1f} GFLOP/s\n")
+    print(f"{'config':<10}{'impl':<13}{'ms/step':>9}{'shots/s':>10}{'MFU':>7}{'speed-up':>10}")
+    for name in args.configs.split(","):
+        spec = CONFIGS[name]
+        hidden, layers, heads, mlp, window, batch, fused = spec
+        flops = model_flops(hidden, layers, mlp, window, batch, fused)
+        results = {"mediafm-jax": time_jax(spec, args.steps)}
+        if not args.no_torch:
+            results["pytorch"] = time_torch(spec, args.steps)
+        reference = results.get("pytorch")
+        for impl, seconds in results.items():
+            speedup = f"{reference / seconds:.2f}x" if reference else "-"
+            print(
+                f"{name:<10}{impl:<13}{seconds * 1e3:>9.0f}{batch * window / seconds:>10,.0f}"
+                f"{flops / seconds / peak:>7.0%}{speedup:>10}"
+            )
+    print(
+        "\nMFU: model FLOPs (6 N tokens + attention, fwd+bwd; optimizer not counted) / measured peak"
+    )
+    print("speed-up: pytorch step time / this step time (1.00x for the baseline itself)")
+
+
+if __name__ == "__main__":
+    main()

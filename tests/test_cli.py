@@ -1,0 +1,69 @@
+"""The command line: every subcommand end to end on tiny inputs, and its error contract."""
+
+import json
+
+import numpy as np
+
+from mediafm_jax import cli
+
+
+def test_synth_ingest_info_train_embed_probe(tmp_path, capsys):
+    src, store, run = tmp_path / "src", str(tmp_path / "store"), str(tmp_path / "run")
+    assert cli.main(["synth", str(src), "--titles", "14", "--seed", "1", "--dims", "8,6,4,3"]) == 0
+    assert cli.main(["ingest", str(src), store]) == 0
+    assert cli.main(["info", store]) == 0
+    out = capsys.readouterr().out
+    assert "titles     14" in out and "text   dim 4" in out and "present in" in out
+    assert cli.main(["ingest", str(src), store]) == 2
+    assert "already exists" in capsys.readouterr().err
+    args = ["train", "--config", "experiments/configs/tiny.py", "--store", store, "--workdir", run]
+    assert cli.main([*args, "--set", "train.steps=6", "--set", "checkpoint.async_save=false"]) == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (
+        cli.main(["embed", "--workdir", run, "--store", store, "--out", str(tmp_path / "emb")]) == 0
+    )
+    assert (
+        cli.main(["embed", "--workdir", run, "--store", store, "--out", str(tmp_path / "emb")]) == 2
+    )
+    report = tmp_path / "report"
+    probe = ["probe", "--workdir", run, "--store", store, "--tasks", str(src / "probes.json")]
+    probe += [
+        "--clips",
+        str(src / "clips.jsonl"),
+        "--out",
+        str(report),
+        "--emb",
+        str(tmp_path / "emb"),
+    ]
+    assert cli.main(probe) == 0
+    results = json.loads((report / "report.json").read_text())["tasks"]
+    assert set(results) == {"ad_relevancy", "popularity", "tone", "genre", "retrieval"}
+
+
+def test_errors_exit_2_with_one_line(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "shots").mkdir(parents=True)
+    np.savez(src / "shots" / "a.npz", video=np.full((3, 2), np.nan))
+    (src / "titles.jsonl").write_text('{"title_id": "a"}\n')
+    assert cli.main(["ingest", str(src), str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "a.npz" in err and "NaN/Inf at shot 0" in err
+    assert cli.main(["info", str(tmp_path / "nothing")]) == 2
+    assert "not a complete shot store" in capsys.readouterr().err
+    bad_set = ["train", "--config", "experiments/configs/tiny.py", "--store", "x", "--workdir", "y"]
+    assert cli.main([*bad_set, "--set", "model.hidden=3"]) == 2
+    assert "unknown key 'hidden'" in capsys.readouterr().err
+    assert cli.main(["train", "--config", "nope.py", "--store", "x", "--workdir", "y"]) == 2
+
+
+def test_demo_smoke(tmp_path, capsys):
+    from mediafm_jax import demo
+
+    results = demo.run_demo(tmp_path / "demo", titles=14, steps=3)
+    assert set(results) == {"ad_relevancy", "popularity", "tone", "genre", "retrieval"}
+    out = capsys.readouterr().out
+    assert "[5/5] probe" in out and "report.png" in out
+    assert (tmp_path / "demo" / "report" / "report.png").exists()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("user data")
+    assert cli.main(["demo", "--out", str(tmp_path / "other")]) == 2
