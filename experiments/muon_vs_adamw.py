@@ -58,9 +58,11 @@ def main() -> None:
     curves = {
         kind: run(base, kind, lr, args.steps, args.store, out / kind) for kind, lr in lrs.items()
     }
-    print(f"\n{'optimizer':<12} {'lr':>8} {'final loss (mean of last 3 logs)':>34}")
+    muon_lr = base.optim.muon_learning_rate or lrs.get("muon_adamw")
+    print(f"\n{'optimizer':<12} {'lr':>8} {'muon lr':>8} {'final loss (mean of last 3 logs)':>34}")
     for kind, records in curves.items():
-        print(f"{kind:<12} {lrs[kind]:>8.1e} {final(records):>34.4f}")
+        muon = f"{muon_lr:.1e}" if kind == "muon_adamw" else "-"
+        print(f"{kind:<12} {lrs[kind]:>8.1e} {muon:>8} {final(records):>34.4f}")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -11,7 +11,7 @@ set -euo pipefail
 usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 dry_run=0; type=v5p-32; version=v2-alpha-tpuv5; config=experiments/configs/base.py; repo=.
 action="${1:-}"; [[ "$action" == "--dry-run" ]] && { dry_run=1; shift; action="${1:-}"; }
-case "$action" in -h|--help|"") usage; exit 0 ;; create|setup|run|delete) shift ;; *) usage >&2; exit 2 ;; esac
+case "$action" in -h|--help) usage; exit 0 ;; create|setup|run|delete) shift ;; *) usage >&2; exit 2 ;; esac
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --dry-run) dry_run=1; shift ;;

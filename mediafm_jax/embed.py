@@ -25,6 +25,7 @@ from mediafm_jax import config as config_lib
 from mediafm_jax import sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import MeshConfig, ObjectiveConfig
+from mediafm_jax.data import pipeline
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore, StoreError
 from mediafm_jax.model import NUM_SPECIAL, DataDims, Encoder
@@ -149,25 +150,15 @@ class Embedder:
     def _read(
         store: ShotStore, spans: list[tuple[int, int, int]], width: int
     ) -> dict[str, np.ndarray]:
-        b = len(spans)
-        shots = np.zeros((b, width, store.num_features), np.float16)
-        present = np.zeros((b, width, store.num_modalities), np.uint8)
-        valid = np.zeros((b, width), bool)
-        rows = []
-        for i, (title, start, length) in enumerate(spans):
-            first = int(store.offsets[title]) + start
-            rows.append((first, first + length))
-            present[i, :length] = store.present[first : first + length]
-            valid[i, :length] = True
-        store.read_windows_into(shots, rows)
-        titles = np.array([s[0] for s in spans])
-        title_embedding = store.title_embedding[titles].astype(np.float16)
-        return {
-            "shots": shots,
-            "present": present,
-            "valid": valid,
-            "title_embedding": title_embedding,
+        """Padded windows (title, start, length) -> the encoder's inputs, as in training."""
+        title, start, length = (np.array(column, np.int64) for column in zip(*spans, strict=True))
+        windows = {
+            "title": title,
+            "start": start,
+            "length": length,
+            "masked": np.zeros((len(spans), width), bool),
         }
+        return pipeline.read_batch(store, windows, width)
 
     def embed_titles(
         self,

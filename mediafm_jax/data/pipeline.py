@@ -4,9 +4,9 @@ The dataset is a random-access Grain ``MapDataset`` over *global* batches:
 
     window table (a title of L shots appears ceil(L / W) times per epoch)
       -> shuffle(seed), reshuffled every epoch -> repeat
-      -> random_map: window start and mask positions from (seed, global element index)
       -> batch(global batch size)
-      -> this host's rows of the global batch, read and padded into one array
+      -> window starts and mask positions drawn for the whole global batch from
+         (seed, batch index), vectorized; this host's rows read and padded
 
 Everything random is a pure function of (seed, index), so the iterator's whole state is
 the index of the next global batch (Grain's ``{"next_index": i}``). It does not depend on
@@ -16,8 +16,6 @@ identical next global batch, and each host takes its own contiguous slice of it.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,17 +25,9 @@ import numpy as np
 from mediafm_jax.data.store import ShotStore
 
 
-@dataclasses.dataclass(frozen=True)
-class WindowSample:
-    title: int
-    start: int  # shot offset within the title
-    length: int  # valid shots, <= max_shots
-    masked: np.ndarray  # positions (within the window) chosen for prediction
-
-
-def num_masked(valid: int, ratio: float) -> int:
+def num_masked(valid, ratio: float):
     """Shots selected per window: ``ratio`` of the valid ones, at least one."""
-    return max(1, min(valid, int(round(ratio * valid))))
+    return np.maximum(1, np.minimum(valid, np.round(ratio * np.asarray(valid)).astype(np.int64)))
 
 
 def window_table(lengths: np.ndarray, titles: np.ndarray, max_shots: int) -> np.ndarray:
@@ -46,63 +36,85 @@ def window_table(lengths: np.ndarray, titles: np.ndarray, max_shots: int) -> np.
     return np.repeat(titles, repeats)
 
 
-class _DrawWindow:
-    """Draws the window start and masked positions of one element (a Grain random_map)."""
+def draw_windows(
+    titles: np.ndarray,
+    lengths: np.ndarray,
+    max_shots: int,
+    mask_ratio: float,
+    seed: int,
+    index: int,
+) -> dict[str, np.ndarray]:
+    """Window starts and selected positions of global batch ``index``, vectorized.
 
-    def __init__(self, lengths: np.ndarray, max_shots: int, mask_ratio: float):
-        self.lengths = lengths
-        self.max_shots = max_shots
-        self.mask_ratio = mask_ratio
-
-    def __call__(self, title: int, rng: np.random.Generator) -> WindowSample:
-        total = int(self.lengths[title])
-        length = min(total, self.max_shots)
-        start = int(rng.integers(0, total - length + 1))
-        masked = np.sort(rng.choice(length, num_masked(length, self.mask_ratio), replace=False))
-        return WindowSample(int(title), start, length, masked)
+    One generator per global batch, seeded by (seed, index): every host draws the same
+    global batch and takes its rows, so the draw does not depend on the host count.
+    """
+    rng = np.random.default_rng([seed, index])
+    total = lengths[titles]
+    length = np.minimum(total, max_shots)
+    start = np.floor(rng.random(len(titles)) * (total - length + 1)).astype(np.int64)
+    keys = rng.random((len(titles), max_shots))
+    positions = np.arange(max_shots)[None, :]
+    keys[positions >= length[:, None]] = np.inf  # padding is never selected
+    rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+    masked = rank < num_masked(length, mask_ratio)[:, None]
+    return {"title": titles.astype(np.int64), "start": start, "length": length, "masked": masked}
 
 
 class _ReadHostShare:
-    """Takes this host's rows of a global batch and reads them into a padded batch."""
+    """Draws a global batch, keeps this host's rows and reads them into a padded batch."""
 
-    def __init__(self, store: ShotStore, max_shots: int, process_index: int, process_count: int):
+    def __init__(
+        self,
+        store: ShotStore,
+        max_shots: int,
+        mask_ratio: float,
+        seed: int,
+        process_index: int,
+        process_count: int,
+    ):
         self.store = store
+        self.lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
         self.max_shots = max_shots
+        self.mask_ratio = mask_ratio
+        self.seed = seed
         self.process_index = process_index
         self.process_count = process_count
 
-    def __call__(self, samples: list[WindowSample]) -> dict[str, np.ndarray]:
-        per_host = len(samples) // self.process_count
-        share = samples[self.process_index * per_host : (self.process_index + 1) * per_host]
-        return read_batch(self.store, share, self.max_shots)
+    def __call__(self, index: int, titles: np.ndarray) -> dict[str, np.ndarray]:
+        drawn = draw_windows(
+            titles, self.lengths, self.max_shots, self.mask_ratio, self.seed, index
+        )
+        per_host = len(titles) // self.process_count
+        rows = slice(self.process_index * per_host, (self.process_index + 1) * per_host)
+        return read_batch(self.store, {k: v[rows] for k, v in drawn.items()}, self.max_shots)
 
 
 def read_batch(
-    store: ShotStore, samples: list[WindowSample], max_shots: int
+    store: ShotStore, windows: dict[str, np.ndarray], max_shots: int
 ) -> dict[str, np.ndarray]:
-    """Reads windows into the §3.3 batch; padding rows are zero and never masked."""
-    b, w = len(samples), max_shots
-    shots = np.zeros((b, w, store.num_features), np.float16)
+    """Reads drawn windows into the §3.3 batch; padding rows are zero and never masked."""
+    b, w = len(windows["title"]), max_shots
+    # Not zeros: every valid row is overwritten below, so only padding rows are cleared.
+    shots = np.empty((b, w, store.num_features), np.float16)
     present = np.zeros((b, w, store.num_modalities), np.uint8)
-    valid = np.zeros((b, w), bool)
-    masked = np.zeros((b, w), bool)
+    first = store.offsets[windows["title"]] + windows["start"]
     rows = []
-    for i, sample in enumerate(samples):
-        first = int(store.offsets[sample.title]) + sample.start
-        rows.append((first, first + sample.length))
-        present[i, : sample.length] = store.present[first : first + sample.length]
-        valid[i, : sample.length] = True
-        masked[i, sample.masked] = True
+    for i in range(b):
+        length = int(windows["length"][i])
+        rows.append((int(first[i]), int(first[i]) + length))
+        present[i, :length] = store.present[rows[-1][0] : rows[-1][1]]
+        shots[i, length:] = 0
     store.read_windows_into(shots, rows)
-    titles = np.array([s.title for s in samples], np.int32)
+    titles = windows["title"].astype(np.int32)
     return {
         "shots": shots,
         "present": present,
-        "valid": valid,
-        "masked": masked,
+        "valid": np.arange(w)[None, :] < windows["length"][:, None],
+        "masked": windows["masked"],
         "title_embedding": store.title_embedding[titles].astype(np.float16),
         "title_index": titles,
-        "window_start": np.array([s.start for s in samples], np.int32),
+        "window_start": windows["start"].astype(np.int32),
     }
 
 
@@ -133,13 +145,13 @@ def make_dataset(
         raise ValueError(f"{store.root}: no titles in split {split!r}")
     lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
     table = window_table(lengths[titles], titles, max_shots)
+    reader = _ReadHostShare(store, max_shots, mask_ratio, seed + 1, process_index, process_count)
     return (
         grain.MapDataset.source(table)
         .shuffle(seed=seed)
         .repeat(None)
-        .random_map(_DrawWindow(lengths, max_shots, mask_ratio), seed=seed + 1)
-        .batch(global_batch_size, drop_remainder=True, batch_fn=list)
-        .map(_ReadHostShare(store, max_shots, process_index, process_count))
+        .batch(global_batch_size, drop_remainder=True)
+        .map_with_index(reader)
     )
 
 
@@ -164,7 +176,3 @@ class BatchIterator:
 
     def set_state(self, state: dict[str, Any]) -> None:
         self._iterator.set_state({"next_index": int(state["next_batch"])})
-
-
-def steps_per_epoch(store: ShotStore, split: str | None, max_shots: int, batch_size: int) -> int:
-    return max(1, math.floor(windows_per_epoch(store, split, max_shots) / batch_size))

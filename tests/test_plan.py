@@ -1,0 +1,48 @@
+"""`mediafm plan` numbers against hand counts and the model itself."""
+
+import math
+
+from flax import nnx
+
+from mediafm_jax import config as config_lib
+from mediafm_jax import plan, presets
+from mediafm_jax.model import DataDims, Encoder
+
+
+def test_parameter_count_matches_the_model():
+    for cfg in (
+        presets.tiny(),
+        presets.demo(),
+        config_lib.apply_overrides(presets.tiny(), ["model.post_ln=true"]),
+    ):
+        model = nnx.eval_shape(
+            lambda cfg=cfg: Encoder(cfg.model, DataDims(30, 7, ((0, 30),)), nnx.Rngs(0))
+        )
+        actual = sum(math.prod(x.shape) for x in nnx.state(model, nnx.Param).flat_state().values())
+        assert plan.count_params(cfg, 30, 7)[0] == actual
+
+
+def test_tiny_plan_by_hand():
+    cfg = config_lib.apply_overrides(
+        presets.tiny(), ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
+    )
+    # tiny: hidden 32, 2 layers, mlp 64, window 64 -> tokens per window 66.
+    matmul = 2 * (4 * 32 * 32 + 2 * 32 * 64)  # 16,384
+    blocks = 6 * matmul * 66 / 64
+    attention = 12 * 2 * 66 * 66 * 32 / 64
+    projections = 6 * 30 * 32 * 1.2
+    p = plan.make_plan(cfg, 8, plan.CHIPS["h100"], fused=30, title=7, catalog_shots=1000, mfu=0.5)
+    assert p.matmul_params == matmul
+    assert math.isclose(p.flops_per_shot, blocks + attention + projections)
+    assert p.mesh == (2, 2, 2)
+    total = plan.count_params(cfg, 30, 7)[0]
+    assert math.isclose(p.param_bytes_per_device, 4 * (matmul / 4 + (total - matmul) / 2))
+    assert math.isclose(p.shots_per_s_per_host, 989e12 * 0.5 / p.flops_per_shot * 8)
+    assert p.input_bytes_per_s_per_host == p.shots_per_s_per_host * 30 * 2
+    assert p.catalog_bytes == 1000 * 30 * 2 and p.catalog_fits_host_ram
+
+
+def test_base_matches_the_design_figures():
+    p = plan.make_plan(presets.base(), 8, plan.CHIPS["h100"])
+    assert 85e6 < p.params < 95e6  # "about 90M params"
+    assert 0.55e9 < p.flops_per_shot < 0.65e9  # "about 0.6 GFLOP per shot per training step"
