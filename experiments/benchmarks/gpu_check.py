@@ -19,9 +19,8 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from train_step import make_batch, model_flops  # sibling benchmark
+from train_step import make_batch, matmul_peak, model_flops  # sibling benchmark
 
 from mediafm_jax import config as config_lib
 from mediafm_jax import presets, sharding, train
@@ -29,18 +28,6 @@ from mediafm_jax.model import DataDims
 
 FUSED, TITLE = 2304, 768
 DIMS = DataDims(FUSED, TITLE, ((0, 768), (768, 1536), (1536, 2304)))
-
-
-def bf16_peak(device, n=8192, repeats=10) -> float:
-    a = jax.device_put(jnp.ones((n, n), jnp.bfloat16), device)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    t = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(a).block_until_ready()
-        t.append(time.perf_counter() - t0)
-    return 2 * n**3 / float(np.median(t))
 
 
 def losses(cfg, device, batches) -> list[float]:
@@ -127,7 +114,7 @@ def main() -> None:
     seconds = float(np.median(times[2:]))
     m = cfg.model
     flops = model_flops(m.hidden_size, m.num_layers, m.mlp_size, w, args.batch, FUSED)
-    peak = bf16_peak(accelerator, n=1024 if args.smoke else 8192)
+    peak = matmul_peak(n=1024 if args.smoke else 8192, dtype="bfloat16", device=accelerator)
     report.update(
         step_ms=seconds * 1e3,
         shots_per_s=args.batch * w / seconds,

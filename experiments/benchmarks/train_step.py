@@ -38,11 +38,12 @@ def model_flops(hidden, layers, mlp, window, batch, fused, masked_share=0.2) -> 
     return dense + attention
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32", device=None) -> float:
+    """FLOP/s of an n x n matmul in ``dtype`` on ``device`` (default: the first device)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype)), device)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
     times = []
