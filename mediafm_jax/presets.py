@@ -27,10 +27,15 @@ def tiny() -> ExperimentConfig:
 
 
 def demo() -> ExperimentConfig:
-    """Minutes on a 2-core laptop CPU (what `mediafm demo` trains)."""
+    """Minutes on a 2-core laptop CPU (what `mediafm demo` trains).
+
+    192 hidden x 3 layers rather than 128 x 4 at about the same cost: with 128 hidden the
+    in-context embeddings lost to the raw inputs on the 100-class tone probe (0.66 vs
+    0.73 micro AP); at 192 they match them and gain elsewhere (README, "Demo").
+    """
     return ExperimentConfig(
         name="demo",
-        model=ModelConfig(hidden_size=128, num_layers=4, num_heads=4, mlp_size=512, max_shots=256),
+        model=ModelConfig(hidden_size=192, num_layers=3, num_heads=6, mlp_size=768, max_shots=256),
         optim=OptimConfig(
             learning_rate=3e-3, muon_learning_rate=1e-2, warmup_steps=50, muon_ns_dtype="float32"
         ),

@@ -114,3 +114,13 @@ def test_bad_clips_name_the_line(tiny_run, tiny_store, tiny_source, tmp_path):
             tmp_path / "clips.jsonl",
             tmp_path,
         )
+
+
+def test_tasks_labelled_on_val_and_test_only_fit_on_val():
+    task = Task("scene", "binary", "ap")
+    clips = _clips(task)
+    clips.split[clips.split == "train"] = "val"
+    rng = np.random.default_rng(2)
+    informative = clips.target[:, None] + 0.3 * rng.normal(size=(len(clips), 4))
+    result = run_probe(informative, clips)
+    assert result.score > 0.9 and result.n_train == int((clips.split == "val").sum())

@@ -1,7 +1,7 @@
 """Training-step speed: ours vs the same model and optimizer in PyTorch, same run.
 
     pip install -e '.[bench]'    # torch's CPU wheel
-    python experiments/benchmarks/train_step.py [--configs demo,base_cpu] [--steps 10]
+    python experiments/benchmarks/train_step.py [--configs small,base_cpu] [--steps 10]
 
 For each config: step time, shots/s and model FLOP utilization (MFU) against a matmul
 peak measured in this run (a large fp32 jnp.dot), for
@@ -24,7 +24,7 @@ import numpy as np
 
 CONFIGS = {
     # name: (hidden, layers, heads, mlp, window, batch, fused)
-    "demo": (128, 4, 4, 512, 256, 16, 384),
+    "small": (128, 4, 4, 512, 256, 16, 384),
     "base_cpu": (384, 6, 6, 1536, 512, 4, 2304),
 }
 
@@ -202,7 +202,7 @@ def time_torch(spec, steps: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", default="demo,base_cpu")
+    parser.add_argument("--configs", default="small,base_cpu")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
