@@ -139,6 +139,7 @@ class ShotStore:
             Modality(m["name"], m["start"], m["stop"]) for m in manifest["modalities"]
         ]
         self.title_ids: list[str] = list(manifest["title_ids"])
+        self._index_by_id = {t: i for i, t in enumerate(self.title_ids)}
         self.splits: list[str | None] = list(manifest["splits"])
         self.title_dim: int = int(manifest["title_dim"])
         self.num_shots: int = int(manifest["counts"]["shots"])
@@ -182,13 +183,9 @@ class ShotStore:
         return int(self.offsets[title + 1] - self.offsets[title])
 
     def title_index(self, title_id: str) -> int:
-        try:
-            return self._index_by_id[title_id]
-        except AttributeError:
-            self._index_by_id = {t: i for i, t in enumerate(self.title_ids)}
-            return self.title_index(title_id)
-        except KeyError:
-            raise StoreError(f"{self.root}: unknown title id {title_id!r}") from None
+        if title_id not in self._index_by_id:
+            raise StoreError(f"{self.root}: unknown title id {title_id!r}")
+        return self._index_by_id[title_id]
 
     def titles_in_split(self, split: str | None) -> list[int]:
         """Title indices of a split; every title when the catalog has no splits."""
