@@ -27,9 +27,12 @@ class UsageError(ValueError):
 def _cmd_synth(args: argparse.Namespace) -> None:
     from mediafm_jax.data import synthetic
 
-    dims = [int(d) for d in args.dims.split(",")] if args.dims else [768, 768, 768, 768]
-    if len(dims) != 4:
-        raise UsageError("--dims takes VIDEO,AUDIO,TEXT,TITLE, e.g. 128,128,128,128")
+    try:
+        dims = [int(d) for d in args.dims.split(",")] if args.dims else [768, 768, 768, 768]
+    except ValueError:
+        dims = []
+    if len(dims) != 4 or min(dims) < 1:
+        raise UsageError(f"--dims {args.dims}: takes VIDEO,AUDIO,TEXT,TITLE, e.g. 128,128,128,128")
     config = synthetic.SynthConfig(
         titles=args.titles,
         seed=args.seed,

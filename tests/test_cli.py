@@ -54,6 +54,8 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys):
     assert cli.main([*bad_set, "--set", "model.hidden=3"]) == 2
     assert "unknown key 'hidden'" in capsys.readouterr().err
     assert cli.main(["train", "--config", "nope.py", "--store", "x", "--workdir", "y"]) == 2
+    assert cli.main(["synth", str(tmp_path / "s2"), "--dims", "8,x,4,3"]) == 2
+    assert "--dims 8,x,4,3" in capsys.readouterr().err
 
 
 def test_demo_smoke(tmp_path, capsys):
