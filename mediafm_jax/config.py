@@ -52,7 +52,7 @@ class DataConfig:
     split: str = "train"
     in_memory: str = "auto"  # "auto" | "yes" | "no": copy the shot table into host RAM
     in_memory_max_gb: float = 8.0
-    threads: int = 2  # Grain read threads; TensorStore reads of a batch go out concurrently
+    threads: int = 4  # Grain read threads (4 beat 2 on a 2-core machine: page faults overlap)
     prefetch: int = 2
 
 

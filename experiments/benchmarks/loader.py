@@ -113,8 +113,8 @@ def main() -> None:
     parser.add_argument("--titles", type=int, default=400)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     src, store = f"{args.workdir}/src", f"{args.workdir}/store"
     ingest_stats, ingest_rss = in_child(build, src, store, args.titles)

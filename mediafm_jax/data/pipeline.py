@@ -56,8 +56,9 @@ def draw_windows(
     keys = rng.random((len(titles), max_shots))
     positions = np.arange(max_shots)[None, :]
     keys[positions >= length[:, None]] = np.inf  # padding is never selected
-    rank = np.argsort(np.argsort(keys, axis=1), axis=1)
-    masked = rank < num_masked(length, mask_ratio)[:, None]
+    # The k smallest keys of a row are its selected shots (keys are distinct a.s.).
+    kth = np.sort(keys, axis=1)[np.arange(len(titles)), num_masked(length, mask_ratio) - 1]
+    masked = keys <= kth[:, None]
     return {"title": titles.astype(np.int64), "start": start, "length": length, "masked": masked}
 
 
