@@ -105,7 +105,10 @@ def _fixture(root):
         if film != "tt0000003":  # one film without subtitles
             (movienet / "subtitle" / f"{film}.srt").write_text(SRT)
     (movienet / "split318.json").write_text(
-        json.dumps({s: [f for f, v in films.items() if v == s] for s in ("train", "val", "test")})
+        json.dumps(
+            {s: [f for f, v in films.items() if v == s] for s in ("train", "val", "test")}
+            | {"all": list(films)}  # as the real split318.json has
+        )
     )
     movielens.mkdir()
     (movielens / "links.csv").write_text(

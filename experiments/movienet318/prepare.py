@@ -294,7 +294,14 @@ def prepare(
     if not split_path.is_file():
         raise PrepareError(f"{split_path}: missing (the standard 190/64/64 split)")
     splits = json.loads(split_path.read_text())
-    film_split = {film: name for name, films in splits.items() for film in films}
+    film_split: dict[str, str] = {}
+    for name in ("train", "val", "test"):  # the file also lists "all"
+        for film in splits.get(name, []):
+            if film in film_split:
+                raise PrepareError(f"{split_path}: {film} is in both {film_split[film]} and {name}")
+            film_split[film] = name
+    if not film_split:
+        raise PrepareError(f"{split_path}: no train/val/test lists")
     names, genres = load_movielens(movielens)
     genre_names = sorted({g for film in film_split for g in genres.get(film, [])})
     (out / "shots").mkdir(parents=True, exist_ok=True)
