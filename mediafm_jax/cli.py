@@ -107,24 +107,20 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_embed(args: argparse.Namespace) -> None:
     _start_distributed(args)
-    from mediafm_jax import embed
-    from mediafm_jax.data.store import ShotStore
+    import os
 
-    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
-    store = ShotStore(args.store)
-    if args.out and _exists(args.out) and not args.overwrite:
+    from mediafm_jax import embed
+    from mediafm_jax.data import store as store_lib
+
+    if store_lib.is_local(args.out) and os.path.exists(args.out) and not args.overwrite:
         raise UsageError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
+    store = store_lib.ShotStore(args.store)
     result = embed.embed_store(embedder, store, args.out)
     print(
         f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
         f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
     )
-
-
-def _exists(path: str) -> bool:
-    import os
-
-    return not path.startswith(("gs://", "s3://")) and os.path.exists(path)
 
 
 def _cmd_probe(args: argparse.Namespace) -> None:

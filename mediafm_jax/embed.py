@@ -11,9 +11,9 @@ writes an embedding store aligned row for row with the shot store.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -116,13 +116,14 @@ class Embedder:
 
     def _encode_impl(self, params, shots, present, valid, title_embedding):
         model = nnx.merge(self.graphdef, params)
-        fused = fuse(shots, present, self.dims, ObjectiveConfig(**self._fusion_options()))
-        hidden, all_layers = model(fused, valid, title_embedding, return_all_layers=True)
-        shots_h = all_layers.mean(0) if self.layers == "mean" else hidden
+        fusion = ObjectiveConfig(per_modality_norm=self.config.objective.per_modality_norm)
+        fused = fuse(shots, present, self.dims, fusion)
+        if self.layers == "mean":  # only then is the stack of every layer worth building
+            hidden, all_layers = model(fused, valid, title_embedding, return_all_layers=True)
+            shots_h = all_layers.mean(0)
+        else:
+            hidden = shots_h = model(fused, valid, title_embedding)
         return shots_h[:, NUM_SPECIAL:].astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
-
-    def _fusion_options(self) -> dict[str, Any]:
-        return {"per_modality_norm": self.config.objective.per_modality_norm}
 
     def encode(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(shot embeddings [B, W, H], [CLS] [B, H]) for a padded window batch."""
@@ -172,7 +173,7 @@ class Embedder:
         windows = [
             w for t in titles for w in plan_windows(t, store.title_length(t), self.max_shots)
         ]
-        remaining = {t: sum(1 for w in windows if w.title == t) for t in titles}
+        remaining = Counter(w.title for w in windows)
         buffers: dict[int, np.ndarray] = {}
         cls: dict[int, list[np.ndarray]] = {}
         bar = tqdm(

@@ -36,14 +36,17 @@ def _pool(rows_by_title: dict[int, np.ndarray], clips: Clips) -> np.ndarray:
     )
 
 
-def input_features(store: ShotStore, clips: Clips) -> dict[str, np.ndarray]:
-    """``concat`` and per-modality clip features from the store's raw inputs."""
-    titles = np.unique(clips.title)
+def input_rows(store: ShotStore, titles: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
+    """Unit-normed input rows per title: ``concat`` and one entry per modality.
+
+    Read once for all tasks, as the context rows are, so tasks sharing titles do not read
+    and normalize them again.
+    """
     raw = {int(t): store.read_rows(*store.title_rows(int(t))).astype(np.float32) for t in titles}
-    out = {"concat": _pool({t: _unit(x) for t, x in raw.items()}, clips)}
+    rows = {"concat": {t: _unit(x) for t, x in raw.items()}}
     for m in store.modalities:
-        out[m.name] = _pool({t: _unit(x[:, m.start : m.stop]) for t, x in raw.items()}, clips)
-    return out
+        rows[m.name] = {t: _unit(x[:, m.start : m.stop]) for t, x in raw.items()}
+    return rows
 
 
 def context_rows(
@@ -75,6 +78,7 @@ def run_probes(
     clips_by_task = load_clips(clips_path, tasks, store)
     all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
     context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
+    inputs = input_rows(store, all_titles)
     results = {}
     for task in tqdm(tasks, desc="probe", unit="task", disable=None):
         clips = clips_by_task[task.name]
@@ -86,7 +90,7 @@ def run_probes(
                 zip(clips.title.tolist(), clips.start.tolist(), clips.end.tolist(), strict=True)
             )
             features["mediafm_isolated"] = embedder.embed_clips(store, spans)
-        features.update(input_features(store, clips))
+        features.update({name: _pool(rows, clips) for name, rows in inputs.items()})
         try:
             scored = {name: run_probe(x, clips) for name, x in features.items()}
         except ProbeSkipped as reason:
