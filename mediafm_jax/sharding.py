@@ -90,14 +90,9 @@ def param_shardings(abstract_params: Any, axes: Any, mesh: Mesh) -> Any:
     )
 
 
-def _path_key(path) -> tuple:
-    out = []
-    for key in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(key, attr):
-                out.append(getattr(key, attr))
-                break
-    return tuple(out)
+def path_key(path) -> tuple:
+    """A pytree key path as plain values: dict keys, sequence indices, attribute names."""
+    return tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
 
 
 def tree_shardings_like_params(tree: Any, params_shardings: Any, mesh: Mesh) -> Any:
@@ -106,13 +101,11 @@ def tree_shardings_like_params(tree: Any, params_shardings: Any, mesh: Mesh) -> 
     A leaf whose key path ends with a parameter's path and has its rank gets that
     parameter's sharding (momenta, second moments); anything else is replicated.
     """
-    by_path = {
-        _path_key(p): s for p, s in jax.tree_util.tree_flatten_with_path(params_shardings)[0]
-    }
+    by_path = {path_key(p): s for p, s in jax.tree_util.tree_flatten_with_path(params_shardings)[0]}
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def pick(path, leaf):
-        key = _path_key(path)
+        key = path_key(path)
         for start in range(len(key)):
             sharding = by_path.get(key[start:])
             if sharding is not None and len(sharding.spec) <= np.ndim(leaf):

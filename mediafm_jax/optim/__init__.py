@@ -19,12 +19,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mediafm_jax.config import OptimConfig
 from mediafm_jax.optim.muon import scale_by_muon
+from mediafm_jax.sharding import path_key
 
 MUON_MATRICES = ("q", "k", "v", "o", "mlp_in", "mlp_out")
 
 
 def _names(path) -> list[str]:
-    return [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+    return [str(k) for k in path_key(path)]
 
 
 def param_labels(params: Any, kind: str = "muon_adamw") -> Any:
