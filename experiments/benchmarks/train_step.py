@@ -111,12 +111,14 @@ def time_jax(spec, steps: int) -> float:
     return float(np.median(times[2:]))
 
 
-def time_torch(spec, steps: int) -> float:
+def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> float:
+    """Median step time of the PyTorch version; on CUDA in bf16 autocast, synchronized."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    torch.set_num_threads(2)
+    if device == "cpu":
+        torch.set_num_threads(2)
     hidden, layers, heads, mlp, window, batch, fused = spec
 
     class Block(nn.Module):
@@ -140,7 +142,7 @@ def time_torch(spec, steps: int) -> float:
     class Encoder(nn.Module):
         def __init__(self):
             super().__init__()
-            self.inp, self.title = nn.Linear(fused, hidden), nn.Linear(128, hidden)
+            self.inp, self.title = nn.Linear(fused, hidden), nn.Linear(title_dim, hidden)
             self.cls, self.mask = (
                 nn.Parameter(torch.zeros(hidden)),
                 nn.Parameter(torch.zeros(hidden)),
@@ -160,7 +162,7 @@ def time_torch(spec, steps: int) -> float:
                 + self.pos
             )
             x = self.ln_in(x)
-            keys = torch.cat([torch.ones(b, 2, dtype=torch.bool), valid], 1)
+            keys = torch.cat([torch.ones(b, 2, dtype=torch.bool, device=x.device), valid], 1)
             attn_mask = keys[:, None, None, :]
             for blk in self.blocks:
                 x = blk(x, attn_mask)
@@ -173,7 +175,7 @@ def time_torch(spec, steps: int) -> float:
             cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
             return ((1 - cos) * weight).sum() / weight.sum().clamp(min=1)
 
-    model = Encoder()
+    model = Encoder().to(device)
     matrices = [p for n, p in model.named_parameters() if n.startswith("blocks") and p.ndim == 2]
     others = [
         p for n, p in model.named_parameters() if not (n.startswith("blocks") and p.ndim == 2)
@@ -184,18 +186,23 @@ def time_torch(spec, steps: int) -> float:
     else:  # older torch: AdamW everywhere (noted in the table)
         optimizers[0].add_param_group({"params": matrices})
     host = make_batch(batch, window, fused)
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in host.items()}
+    host["title_embedding"] = np.resize(host["title_embedding"], (batch, title_dim))
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in host.items()}
+    cuda = device != "cpu"
     times = []
     for _ in range(steps + 2):
         t0 = time.perf_counter()
-        loss = model(
-            tensors["shots"], tensors["valid"], tensors["masked"], tensors["title_embedding"]
-        )
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = model(
+                tensors["shots"], tensors["valid"], tensors["masked"], tensors["title_embedding"]
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for opt in optimizers:
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return float(np.median(times[2:]))
 
