@@ -133,7 +133,13 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
     emb = embed.EmbeddingStore(args.emb) if args.emb else None
     results = probe.run_probes(
-        embedder, ShotStore(args.store), args.tasks, args.clips, args.out, emb=emb
+        embedder,
+        ShotStore(args.store),
+        args.tasks,
+        args.clips,
+        args.out,
+        emb=emb,
+        bootstrap=args.bootstrap,
     )
     if jax.process_index() == 0:
         print(probe.markdown_table(results))
@@ -216,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips", required=True, help="clips.jsonl")
     p.add_argument("--out", required=True)
     p.add_argument("--emb", help="an embedding store from `mediafm embed` to reuse")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=500,
+        help="test-title resamples for 95%% intervals (0: none; default %(default)s)",
+    )
     p.add_argument("--step", type=int)
     p.add_argument("--layers", choices=("last", "mean"), default="last")
     _add_distributed_flags(p)

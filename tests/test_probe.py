@@ -1,4 +1,4 @@
-"""Probe metrics by hand, probes on informative vs shuffled labels, the report."""
+"""Probe metrics by hand, probes on informative vs shuffled labels, intervals, the report."""
 
 import json
 
@@ -7,9 +7,16 @@ import pytest
 
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder
-from mediafm_jax.probe import ProbeInputError, run_probes
+from mediafm_jax.probe import ProbeInputError, intervals, run_probes
 from mediafm_jax.probe.linear import run_probe
-from mediafm_jax.probe.metrics import ap, kendall_tau_by_group, macro_ap, micro_ap
+from mediafm_jax.probe.metrics import (
+    ap,
+    interval,
+    kendall_tau_by_group,
+    macro_ap,
+    micro_ap,
+    title_bootstrap,
+)
 from mediafm_jax.probe.tasks import Clips, Task
 
 
@@ -22,6 +29,8 @@ def test_average_precision_by_hand():
     assert macro_ap(y, s) == pytest.approx((5 / 6 + 1) / 2)
     # micro: pooled scores 0.9+,0.8-,0.7+,0.3-,0.2-,0.1+ -> (1 + 2/3 + 3/6) / 3.
     assert micro_ap(y, s) == pytest.approx((1 + 2 / 3 + 3 / 6) / 3)
+    # No positives (a bootstrap draw can have none): undefined, not 0.
+    assert np.isnan(ap(np.zeros(3), s[:, 0])) and np.isnan(macro_ap(0 * y, s))
 
 
 def test_kendall_tau_is_per_title():
@@ -66,7 +75,13 @@ def test_informative_features_score_high_and_shuffled_labels_score_chance(task):
     informative = np.concatenate(
         [target + 0.3 * rng.normal(size=target.shape), rng.normal(size=(len(clips), 8))], 1
     )
-    good = run_probe(informative, clips).score
+    result = run_probe(informative, clips)
+    good = result.score
+    # Drawing every test title once, in order, reproduces the score.
+    titles = np.unique(result.title)
+    rows = np.concatenate([np.flatnonzero(result.title == t) for t in titles])
+    group = np.repeat(np.arange(len(titles)), [np.sum(result.title == t) for t in titles])
+    assert result.score_rows(rows, group) == pytest.approx(good)
     shuffled = Clips(
         task, clips.title, clips.start, clips.end, clips.split, rng.permutation(clips.target)
     )
@@ -95,8 +110,11 @@ def test_report_has_every_task_and_method(tiny_run, tiny_store, tiny_source, tmp
         assert set(task["results"]) == methods
         assert task["n_train"] > 0 and task["n_test"] > 0
         assert all(np.isfinite(v) for v in task["results"].values())
+        assert set(task["ci95"]) == methods and all(lo <= hi for lo, hi in task["ci95"].values())
+        assert set(task["vs_concat"]) == methods - {"concat"}
     table = (tmp_path / "report.md").read_text()
     assert all(t in table for t in tasks) and all(m in table for m in methods)
+    assert "minus concat" in table and "95% interval" in table
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
@@ -124,3 +142,53 @@ def test_tasks_labelled_on_val_and_test_only_fit_on_val():
     informative = clips.target[:, None] + 0.3 * rng.normal(size=(len(clips), 4))
     result = run_probe(informative, clips)
     assert result.score > 0.9 and result.n_train == int((clips.split == "val").sum())
+
+
+def test_title_bootstrap_draws_whole_titles():
+    titles = np.array([3, 3, 1, 7, 7, 7, 1, 3])
+    draws = title_bootstrap(titles, draws=50, seed=1)
+    assert all(
+        np.array_equal(a[0], b[0])
+        for a, b in zip(draws, title_bootstrap(titles, 50, 1), strict=True)
+    )
+    seen = set()
+    for rows, group in draws:
+        assert np.all(np.diff(group) >= 0) and len(np.unique(group)) == 3
+        for g in np.unique(group):
+            picked = rows[group == g]
+            seen.add(int(titles[picked[0]]))
+            assert sorted(picked) == list(np.flatnonzero(titles == titles[picked[0]]))
+    assert seen == {1, 3, 7}
+
+
+def test_bootstrap_interval_matches_normal_theory_for_a_mean():
+    # Clips of one title share its effect: the interval must come from the titles' spread.
+    rng = np.random.default_rng(0)
+    n_titles, per_title = 400, 5
+    titles = np.repeat(np.arange(n_titles), per_title)
+    values = rng.normal(size=n_titles)[titles] + 0.1 * rng.normal(size=len(titles))
+    boot = [values[rows].mean() for rows, _ in title_bootstrap(titles, draws=2000, seed=0)]
+    means = values.reshape(n_titles, per_title).mean(1)
+    half = 1.96 * means.std(ddof=1) / np.sqrt(n_titles)
+    expected = [means.mean() - half, means.mean() + half]
+    np.testing.assert_allclose(interval(boot), expected, atol=0.15 * half)
+
+
+def test_paired_difference_from_concat():
+    task = Task("bin", "binary", "ap")
+    clips = _clips(task, n_titles=60)
+    rng = np.random.default_rng(3)
+    noise = rng.normal(size=(len(clips), 8))
+    informative = np.concatenate([clips.target[:, None] + 0.3 * noise[:, :1], noise[:, 1:]], 1)
+    scored = {
+        "good": run_probe(informative, clips),
+        "same": run_probe(noise, clips),
+        "concat": run_probe(noise, clips),
+    }
+    out = intervals(scored, draws=200)
+    for name, (low, high) in out["ci95"].items():
+        assert low <= scored[name].score <= high
+    good = out["vs_concat"]["good"]
+    assert good["delta"] > 0.3 and good["ci95"][0] > 0  # a clear win excludes zero
+    assert out["vs_concat"]["same"] == {"delta": 0.0, "ci95": [0.0, 0.0]}
+    assert "concat" not in out["vs_concat"]

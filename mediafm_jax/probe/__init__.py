@@ -4,6 +4,10 @@ Methods, each a clip feature from mean-pooling the clip's shots ``[start, end)``
 ``mediafm_context`` (in-context embeddings), ``mediafm_isolated`` (the encoder run on
 the clip alone, with [GLOBAL]), ``concat`` (fused input embeddings: the uncontextualized
 baseline), and one per modality (that modality's unit-normed input alone).
+
+Each score comes with a 95% interval from resampling the test *titles* (clips of one film
+are not independent), and each method's paired difference from ``concat`` with its own
+interval: the same draws for every method, so "beats concat" is read off one interval.
 """
 
 from __future__ import annotations
@@ -15,12 +19,35 @@ from tqdm import tqdm
 
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder, EmbeddingStore
-from mediafm_jax.probe.linear import ProbeSkipped, run_probe
+from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
+from mediafm_jax.probe.metrics import interval, title_bootstrap
 from mediafm_jax.probe.report import markdown_table, write_report
 from mediafm_jax.probe.tasks import Clips, ProbeInputError, load_clips, load_tasks
 
 __all__ = ["run_probes", "ProbeInputError", "markdown_table"]
 EPS = 1e-6
+BASELINE = "concat"
+
+
+def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict:
+    """95% title-bootstrap intervals per method, and paired differences from ``concat``."""
+    first = next(iter(scored.values()))
+    resamples = title_bootstrap(first.title, draws, seed)
+    values = {
+        name: np.array([r.score_rows(rows, group) for rows, group in resamples])
+        for name, r in scored.items()
+    }
+    out: dict = {"ci95": {name: interval(v) for name, v in values.items()}}
+    if BASELINE in scored:
+        out["vs_" + BASELINE] = {
+            name: {
+                "delta": r.score - scored[BASELINE].score,
+                "ci95": interval(values[name] - values[BASELINE]),
+            }
+            for name, r in scored.items()
+            if name != BASELINE
+        }
+    return out
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -72,8 +99,12 @@ def run_probes(
     clips_path: str | Path,
     out: str | Path,
     emb: EmbeddingStore | None = None,
+    bootstrap: int = 500,
 ) -> dict:
-    """Probes every task with every method; writes and returns the report."""
+    """Probes every task with every method; writes and returns the report.
+
+    ``bootstrap``: title resamples for the intervals (0: scores only).
+    """
     tasks = load_tasks(tasks_path)
     clips_by_task = load_clips(clips_path, tasks, store)
     all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
@@ -104,5 +135,7 @@ def run_probes(
             "n_test": first.n_test,
             "results": {name: r.score for name, r in scored.items()},
         }
+        if bootstrap:
+            results[task.name].update(intervals(scored, bootstrap))
     write_report(results, out)
     return results

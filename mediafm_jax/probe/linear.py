@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
@@ -18,18 +19,23 @@ from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
 
-from mediafm_jax.probe.metrics import SCORERS, kendall_tau_by_group
+from mediafm_jax.probe.metrics import SCORERS, kendall_tau_by_group, kendall_tau_per_group
 from mediafm_jax.probe.tasks import Clips
 
 C_GRID = (0.01, 0.1, 1.0)
 ALPHA_GRID = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class ProbeResult:
+    """The test score, and what it was computed from (for bootstrap intervals)."""
+
     score: float
     n_train: int
     n_test: int
+    title: np.ndarray  # [n] the title of each test clip
+    # the metric on test rows ``rows`` (a bootstrap draw), ``group`` numbering title copies
+    score_rows: Callable[[np.ndarray, np.ndarray], float]
 
 
 def _fit_scores(x_train, y_train, x_eval, c: float) -> np.ndarray:
@@ -85,7 +91,13 @@ def classification_probe(features: np.ndarray, clips: Clips, seed: int = 0) -> P
         best = max(val_scores, key=val_scores.get)
     fit = train | val
     scores = _fit_scores(features[fit], y[fit], features[test], best)
-    return ProbeResult(scorer(y[test], scores), int(fit.sum()), int(test.sum()))
+    return ProbeResult(
+        scorer(y[test], scores),
+        int(fit.sum()),
+        int(test.sum()),
+        clips.title[test],
+        lambda rows, group: scorer(y[test][rows], scores[rows]),
+    )
 
 
 def ranking_probe(features: np.ndarray, clips: Clips) -> ProbeResult:
@@ -98,9 +110,17 @@ def ranking_probe(features: np.ndarray, clips: Clips) -> ProbeResult:
         model = RidgeCV(alphas=ALPHA_GRID).fit(scaler.transform(features[train]), y[train])
         predictions[test] = model.predict(scaler.transform(features[test]))
         sizes.append((len(train), len(test)))
+    tau_of_title = kendall_tau_per_group(y, predictions, clips.title)
     score = kendall_tau_by_group(y, predictions, clips.title)
     n_train, n_test = np.mean(sizes, axis=0)
-    return ProbeResult(score, int(round(n_train)), int(round(n_test)))
+
+    def score_rows(rows: np.ndarray, group: np.ndarray) -> float:
+        # a title's tau does not change when it is drawn again: average the drawn copies'
+        firsts = rows[np.flatnonzero(np.r_[True, group[1:] != group[:-1]])]
+        taus = [tau_of_title.get(t, np.nan) for t in clips.title[firsts].tolist()]
+        return float(np.nanmean(taus)) if np.isfinite(taus).any() else float("nan")
+
+    return ProbeResult(score, int(round(n_train)), int(round(n_test)), clips.title, score_rows)
 
 
 def run_probe(features: np.ndarray, clips: Clips) -> ProbeResult:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def write_report(results: dict, out: str | Path) -> dict[str, Path]:
-    """``results[task] = {"metric", "n_train", "n_test", "results": {method: score}}``."""
+    """``results[task] = {"metric", "n_train", "n_test", "results": {method: score}}``,
+    optionally ``"ci95": {method: [lo, hi]}`` and ``"vs_concat": {method: {delta, ci95}}``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "md": out / "report.md", "png": out / "report.png"}
@@ -40,8 +42,26 @@ def markdown_table(results: dict) -> str:
         for m in methods:
             value = scores.get(m)
             text = "" if value is None else f"{value:.3f}"
-            cells.append(f"**{text}**" if value is not None and value == best else text)
+            text = f"**{text}**" if value is not None and value == best else text
+            if value is not None and m in task.get("ci95", {}):
+                low, high = task["ci95"][m]
+                text += f" ({low:.3f}-{high:.3f})"
+            cells.append(text)
         lines.append(f"| {name} | {task['metric']} | " + " | ".join(cells) + " |")
+    differences = [
+        f"| {name} | {m} | {d['delta']:+.3f} | {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f} |"
+        for name, task in results.items()
+        for m, d in task.get("vs_concat", {}).items()
+    ]
+    if any("ci95" in task for task in results.values()):
+        lines += ["", "In brackets: 95% interval over resampled test titles."]
+    if differences:
+        lines += [
+            "",
+            "| task | method | minus concat | 95% interval |",
+            "|---|---|---:|---:|",
+            *differences,
+        ]
     return "\n".join(lines)
 
 
@@ -57,11 +77,17 @@ def plot(results: dict, path: Path) -> None:
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 3.8))
     for i, method in enumerate(methods):
-        values = [results[t]["results"].get(method, np.nan) for t in tasks]
+        values = np.array([results[t]["results"].get(method, np.nan) for t in tasks])
+        bounds = np.array(
+            [results[t].get("ci95", {}).get(method, [np.nan, np.nan]) for t in tasks]
+        ).reshape(len(tasks), 2)
+        errors = np.abs(bounds - values[:, None]).T
         ax.bar(
             np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width,
             values,
             width,
+            yerr=None if np.isnan(errors).all() else np.nan_to_num(errors),
+            capsize=2,
             label=method,
         )
     ax.set_xticks(np.arange(len(tasks)))
