@@ -80,14 +80,17 @@ def msm_loss(
     key=None,
     train: bool = True,
 ):
-    """Mean (1 - cos) over selected, valid shots; returns (loss, metrics).
+    """Mean (1 - cos) over selected, valid shots with content; returns (loss, metrics).
 
     ``key`` drives corruption, modality drop-out and dropout; None gives the plain
     [MASK]-only forward pass (evaluation, and the float64 reference in the tests).
     """
     keys = jax.random.split(key, 3) if key is not None else (None, None, None)
     dims = model.dims
-    valid_bw, masked_bw = batch["valid"], batch["masked"] & batch["valid"]
+    # A shot with no modality present (MovieNet: no dialogue) has no target to reconstruct:
+    # leaving it in would add a constant 1 to the loss and dilute every average.
+    has_target_bw = (batch["present"] > 0).any(-1)
+    valid_bw, masked_bw = batch["valid"], batch["masked"] & batch["valid"] & has_target_bw
     target_bwf = fuse(batch["shots"], batch["present"], dims, config)
     inputs_bwf = (
         fuse(batch["shots"], batch["present"], dims, config, keys[0]) if train else target_bwf

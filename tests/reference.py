@@ -34,9 +34,10 @@ def forward(params, batch, num_heads, post_ln=False):
     p = __import__("jax").tree.map(lambda a: np.asarray(a, np.float64), params)
     shots = np.asarray(batch["shots"], np.float64)
     fused = shots / (np.linalg.norm(shots, axis=-1, keepdims=True) + 1e-6)
+    has_content = np.asarray(batch["present"]).sum(-1) > 0  # no modality: nothing to predict
     valid, masked = (
         np.asarray(batch["valid"]),
-        np.asarray(batch["masked"]) & np.asarray(batch["valid"]),
+        np.asarray(batch["masked"]) & np.asarray(batch["valid"]) & has_content,
     )
     x = _dense(fused, p["input_proj"])
     x = np.where(masked[..., None], p["mask_token"], x)

@@ -22,9 +22,11 @@ def make_batch(seed=0, b=3, w=12, lengths=(12, 7, 3)):
     shots[1, 2, 10:] = 0  # a shot without text
     masked = (rng.random((b, w)) < 0.25) & valid
     masked[:, 0] = True
+    present = np.ones((b, w, 3), np.uint8)
+    shots[2, 1], present[2, 1], masked[2, 1] = 0, 0, True  # masked, but nothing to predict
     return {
         "shots": shots,
-        "present": np.ones((b, w, 3), np.uint8),
+        "present": present,
         "valid": valid,
         "masked": masked,
         "title_embedding": rng.normal(size=(b, DIMS.title)).astype(np.float16),
@@ -51,7 +53,7 @@ def test_loss_matches_float64_reference(post_ln):
             fuse(batch["shots"], batch["present"], DIMS, obj),
             batch["valid"],
             batch["title_embedding"],
-            mask_bw=batch["masked"],
+            mask_bw=batch["masked"] & batch["present"].any(-1),
         )
     ref_hidden, ref_loss = forward(params_of(model), batch, config.num_heads, post_ln)
     valid_tokens = np.concatenate([np.ones((3, 2), bool), batch["valid"]], axis=1)
@@ -59,7 +61,7 @@ def test_loss_matches_float64_reference(post_ln):
         np.asarray(hidden)[valid_tokens], ref_hidden[valid_tokens], atol=2e-4
     )
     np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5)
-    assert int(metrics["masked_shots"]) == batch["masked"].sum()
+    assert int(metrics["masked_shots"]) == batch["masked"].sum() - 1  # not the empty shot
 
 
 def test_shapes_and_padding_does_not_leak():
@@ -93,8 +95,9 @@ def test_fuse_unit_norm_and_zero_rows():
     batch = make_batch()
     fused = np.asarray(fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig()))
     norms = np.linalg.norm(fused, axis=-1)
-    np.testing.assert_allclose(norms[batch["valid"]], 1.0, rtol=1e-5)
-    assert not fused[~batch["valid"]].any()
+    content = batch["present"].any(-1)
+    np.testing.assert_allclose(norms[batch["valid"] & content], 1.0, rtol=1e-5)
+    assert not fused[~batch["valid"] | ~content].any()
     per = np.asarray(
         fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig(per_modality_norm=True))
     )
