@@ -10,6 +10,7 @@ import pytest
 
 from mediafm_jax.data import ingest
 from mediafm_jax.data.store import ShotStore
+from mediafm_jax.probe import input_rows
 
 SPEC = importlib.util.spec_from_file_location(
     "movienet_prepare",
@@ -132,6 +133,9 @@ def test_prepare_writes_an_ingestible_source(tmp_path):
     assert [m.name for m in store.modalities] == ["text"] and store.num_features == 16
     assert store.splits == ["train", "val", "test"]
     assert not store.present[slice(*store.title_rows(2)), 0].any()  # no subtitles, no text
+    # One modality: the probes' inputs are concat alone (a "text" column would repeat it).
+    rows = input_rows(store, np.arange(3))
+    assert list(rows) == ["concat"] and not rows["concat"][2].any()
     titles = [json.loads(line) for line in (out / "titles.jsonl").open()]
     assert titles[2]["title"] == "Gamma, The (1970)" and titles[0]["genres"] == ["Drama", "Crime"]
     clips = [json.loads(line) for line in (out / "clips.jsonl").open()]

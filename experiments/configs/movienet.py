@@ -1,4 +1,4 @@
-"""MovieNet-318, text only (384-d MiniLM): trains in about 18 minutes on a 2-core CPU.
+"""MovieNet-318, text only (384-d MiniLM): trains in about 17 minutes on a 2-core CPU.
 
 Demo-sized encoder over 512-shot windows (a film has about 1,600 shots), trained on the
 190 train films only (`data.split=train`).

@@ -3,7 +3,8 @@
 Methods, each a clip feature from mean-pooling the clip's shots ``[start, end)``:
 ``mediafm_context`` (in-context embeddings), ``mediafm_isolated`` (the encoder run on
 the clip alone, with [GLOBAL]), ``concat`` (fused input embeddings: the uncontextualized
-baseline), and one per modality (that modality's unit-normed input alone).
+baseline), and one per modality (that modality's unit-normed input alone; none when the
+store has a single modality, as it would repeat ``concat``).
 
 Each score comes with a 95% interval from resampling the test *titles* (clips of one film
 are not independent), and each method's paired difference from ``concat`` with its own
@@ -71,6 +72,8 @@ def input_rows(store: ShotStore, titles: np.ndarray) -> dict[str, dict[int, np.n
     """
     raw = {int(t): store.read_rows(*store.title_rows(int(t))).astype(np.float32) for t in titles}
     rows = {"concat": {t: _unit(x) for t, x in raw.items()}}
+    if len(store.modalities) == 1:  # the one modality's rows are concat's: no second column
+        return rows
     for m in store.modalities:
         rows[m.name] = {t: _unit(x[:, m.start : m.stop]) for t, x in raw.items()}
     return rows

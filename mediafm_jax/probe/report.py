@@ -93,7 +93,9 @@ def plot(results: dict, path: Path) -> None:
     ax.set_xticks(np.arange(len(tasks)))
     ax.set_xticklabels([f"{t}\n({results[t]['metric']})" for t in tasks])
     ax.set_ylabel("score")
-    ax.legend(fontsize=8, ncol=min(len(methods), 4))
+    ax.legend(  # below the axes, clear of bars and interval whiskers
+        fontsize=8, ncol=min(len(methods), 4), loc="upper center", bbox_to_anchor=(0.5, -0.2)
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
