@@ -13,11 +13,17 @@ peak measured in this run (a large fp32 jnp.dot), for
 
 Model FLOPs per step = 6 x (matmul params) x tokens + 12 x layers x tokens^2 x hidden per
 window (attention), forward + backward; the optimizer is not counted.
+
+``--diagnose`` adds where the time goes: both steps again with attention replaced by its
+``v`` input (the difference is attention's share), and one layer's attention forward +
+backward alone (``jax.nn.dot_product_attention``, a plain einsum-softmax-einsum, and
+PyTorch's ``scaled_dot_product_attention``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import numpy as np
@@ -207,11 +213,90 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
     return float(np.median(times[2:]))
 
 
+@contextlib.contextmanager
+def attention_replaced_by_v():
+    """Both frameworks' attention returns ``v``: what the step costs without attention."""
+    import jax
+    import torch.nn.functional as F
+
+    saved = jax.nn.dot_product_attention, F.scaled_dot_product_attention
+    jax.nn.dot_product_attention = lambda q, k, v, **_: v
+    F.scaled_dot_product_attention = lambda q, k, v, **_: v
+    try:
+        yield
+    finally:
+        jax.nn.dot_product_attention, F.scaled_dot_product_attention = saved
+
+
+def attention_layer_ms(spec, repeats: int = 10) -> dict[str, float]:
+    """One layer's attention, forward + backward, on the config's shapes (ms, median)."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    hidden, _, heads, _, window, batch, _ = spec
+    t, d = window + 2, hidden // heads
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(batch, t, heads, d)).astype(np.float32) for _ in range(3))
+    lengths = rng.integers(t // 2, t + 1, batch).astype(np.int32)
+
+    def library(q, k, v):
+        return jax.nn.dot_product_attention(
+            q, k, v, query_seq_lengths=lengths, key_value_seq_lengths=lengths
+        ).sum()
+
+    def plain(q, k, v):
+        scores = jnp.einsum("btnh,bsnh->bnts", q * d**-0.5, k)
+        keys = jnp.arange(t)[None, :] < lengths[:, None]
+        weights = jax.nn.softmax(jnp.where(keys[:, None, None, :], scores, -1e30), -1)
+        return jnp.einsum("bnts,bsnh->btnh", weights, v).sum()
+
+    def median_ms(run) -> float:
+        run()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)) * 1e3
+
+    out = {}
+    for name, fn in (("jax.nn.dot_product_attention", library), ("einsum-softmax-einsum", plain)):
+        grad = jax.jit(jax.grad(fn, argnums=(0, 1, 2)))
+        out[name] = median_ms(lambda grad=grad: jax.block_until_ready(grad(q, k, v)))
+    torch.set_num_threads(2)
+    tq, tk, tv = (
+        torch.from_numpy(x).transpose(1, 2).contiguous().requires_grad_() for x in (q, k, v)
+    )
+    mask = torch.from_numpy(np.arange(t)[None, :] < lengths[:, None])[:, None, None, :]
+    out["torch scaled_dot_product_attention"] = median_ms(
+        lambda: (
+            torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, attn_mask=mask)
+            .sum()
+            .backward()
+        )
+    )
+    return out
+
+
+def diagnose(spec, steps: int, full: dict[str, float]) -> None:
+    with attention_replaced_by_v():
+        without = {"mediafm-jax": time_jax(spec, steps), "pytorch": time_torch(spec, steps)}
+    for impl, seconds in without.items():
+        print(
+            f"  {impl:<12} attention {1e3 * (full[impl] - seconds):6.0f} ms of "
+            f"{1e3 * full[impl]:.0f}; the rest {1e3 * seconds:.0f} ms"
+        )
+    for name, ms in attention_layer_ms(spec).items():
+        print(f"  one layer's attention, fwd+bwd: {name:<36}{ms:7.1f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="small,base_cpu")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--diagnose", action="store_true", help="where the time goes")
     args = parser.parse_args()
     peak = matmul_peak()
     print(f"measured fp32 matmul peak (2048^3 jnp.dot): {peak / 1e9:.1f} GFLOP/s\n")
@@ -230,6 +315,8 @@ def main() -> None:
                 f"{name:<10}{impl:<13}{seconds * 1e3:>9.0f}{batch * window / seconds:>10,.0f}"
                 f"{flops / seconds / peak:>7.0%}{speedup:>10}"
             )
+        if args.diagnose and reference:
+            diagnose(spec, args.steps, results)
     print(
         "\nMFU: model FLOPs (6 N tokens + attention, fwd+bwd; optimizer not counted) / measured peak"
     )
