@@ -146,7 +146,7 @@ def test_tasks_labelled_on_val_and_test_only_fit_on_val():
 
 def test_title_bootstrap_draws_whole_titles():
     titles = np.array([3, 3, 1, 7, 7, 7, 1, 3])
-    draws = title_bootstrap(titles, draws=50, seed=1)
+    draws = list(title_bootstrap(titles, draws=50, seed=1))
     assert all(
         np.array_equal(a[0], b[0])
         for a, b in zip(draws, title_bootstrap(titles, 50, 1), strict=True)

@@ -33,11 +33,11 @@ BASELINE = "concat"
 def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict:
     """95% title-bootstrap intervals per method, and paired differences from ``concat``."""
     first = next(iter(scored.values()))
-    resamples = title_bootstrap(first.title, draws, seed)
-    values = {
-        name: np.array([r.score_rows(rows, group) for rows, group in resamples])
-        for name, r in scored.items()
-    }
+    per_draw = [
+        [r.score_rows(rows, group) for r in scored.values()]
+        for rows, group in title_bootstrap(first.title, draws, seed)
+    ]
+    values = dict(zip(scored, np.array(per_draw).T, strict=True))
     out: dict = {"ci95": {name: interval(v) for name, v in values.items()}}
     if BASELINE in scored:
         out["vs_" + BASELINE] = {

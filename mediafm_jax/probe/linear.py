@@ -91,12 +91,13 @@ def classification_probe(features: np.ndarray, clips: Clips, seed: int = 0) -> P
         best = max(val_scores, key=val_scores.get)
     fit = train | val
     scores = _fit_scores(features[fit], y[fit], features[test], best)
+    y_test = y[test]
     return ProbeResult(
-        scorer(y[test], scores),
+        scorer(y_test, scores),
         int(fit.sum()),
         int(test.sum()),
         clips.title[test],
-        lambda rows, group: scorer(y[test][rows], scores[rows]),
+        lambda rows, group: scorer(y_test[rows], scores[rows]),
     )
 
 
