@@ -179,7 +179,7 @@ def main() -> None:
         part(f"speed_{impl}", lambda impl=impl: speed(impl))
     if not args.no_torch:
         part("torch", torch_baseline)
-    print(f"   measured bf16 matmul peak: {peak() / 1e12:.0f} TFLOP/s; MFU target 45%")
+    print(f"   measured bf16 matmul peak: {peak() / 1e12:.3g} TFLOP/s; MFU target 45%")
     if "pytorch (eager, SDPA)" in report:
         ours = min(
             report[k]["step_ms"] for k in report if isinstance(report[k], dict) and "jax" in k
