@@ -56,6 +56,29 @@ def test_windows_and_masks(long_short_store):
     assert seen_long and seen_short
 
 
+def test_masks_only_shots_with_content(tmp_path):
+    """Shots without any modality (no dialogue) are never selected; a silent title, none."""
+    src = tmp_path / "src"
+    (src / "shots").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    text = rng.normal(size=(300, 4)).astype(np.float16)
+    text[np.arange(300) % 3 != 0] = 0  # two shots in three have nothing
+    np.savez(src / "shots" / "sparse.npz", text=text)
+    np.savez(src / "shots" / "silent.npz", text=np.zeros((40, 4), np.float16))
+    (src / "titles.jsonl").write_text('{"title_id": "silent"}\n{"title_id": "sparse"}\n')
+    ingest.ingest(src, str(tmp_path / "store"), progress=False)
+    catalog = store.ShotStore(str(tmp_path / "store"))
+    ds = pipeline.make_dataset(catalog, global_batch_size=4, max_shots=64, seed=0, split=None)
+    counts = []
+    for batch in _batches(ds, 6):
+        content = batch["present"].any(-1) & batch["valid"]  # read, not drawn: independent
+        assert not (batch["masked"] & ~content).any()
+        expected = np.where(content.any(1), pipeline.num_masked(content.sum(1), 0.2), 0)
+        np.testing.assert_array_equal(batch["masked"].sum(1), expected)
+        counts += content.sum(1).tolist()
+    assert 0 in counts and max(counts) in (21, 22)  # silent windows, and 64 // 3 with text
+
+
 def test_masks_deterministic_for_seed(tiny_store):
     shots = store.ShotStore(tiny_store)
     a = pipeline.make_dataset(shots, global_batch_size=2, max_shots=128, seed=7)

@@ -43,11 +43,15 @@ def draw_windows(
     mask_ratio: float,
     seed: int,
     index: int,
+    has_content: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Window starts and selected positions of global batch ``index``, vectorized.
 
     One generator per global batch, seeded by (seed, index): every host draws the same
     global batch and takes its rows, so the draw does not depend on the host count.
+    ``has_content`` (bool per shot of the store, in store order) limits the selection to
+    shots with at least one modality: the others have nothing to predict (a film's
+    dialogue-free shots), so ``mask_ratio`` applies to the shots that have content.
     """
     rng = np.random.default_rng([seed, index])
     total = lengths[titles]
@@ -55,10 +59,17 @@ def draw_windows(
     start = np.floor(rng.random(len(titles)) * (total - length + 1)).astype(np.int64)
     keys = rng.random((len(titles), max_shots))
     positions = np.arange(max_shots)[None, :]
-    keys[positions >= length[:, None]] = np.inf  # padding is never selected
-    # The k smallest keys of a row are its selected shots (keys are distinct a.s.).
-    kth = np.sort(keys, axis=1)[np.arange(len(titles)), num_masked(length, mask_ratio) - 1]
-    masked = keys <= kth[:, None]
+    selectable = positions < length[:, None]  # padding is never selected
+    if has_content is not None:
+        first = np.concatenate([[0], np.cumsum(lengths)])[titles] + start
+        shot = np.minimum(first[:, None] + positions, len(has_content) - 1)
+        selectable &= has_content[shot]
+    keys[~selectable] = np.inf
+    # The k smallest keys of a row are its selected shots (keys are distinct a.s.); a
+    # window without content selects nothing.
+    count = selectable.sum(1)
+    kth = np.sort(keys, axis=1)[np.arange(len(titles)), num_masked(count, mask_ratio) - 1]
+    masked = (keys <= kth[:, None]) & selectable
     return {"title": titles.astype(np.int64), "start": start, "length": length, "masked": masked}
 
 
@@ -76,6 +87,7 @@ class _ReadHostShare:
     ):
         self.store = store
         self.lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
+        self.has_content = store.present.any(-1)
         self.max_shots = max_shots
         self.mask_ratio = mask_ratio
         self.seed = seed
@@ -84,7 +96,13 @@ class _ReadHostShare:
 
     def __call__(self, index: int, titles: np.ndarray) -> dict[str, np.ndarray]:
         drawn = draw_windows(
-            titles, self.lengths, self.max_shots, self.mask_ratio, self.seed, index
+            titles,
+            self.lengths,
+            self.max_shots,
+            self.mask_ratio,
+            self.seed,
+            index,
+            self.has_content,
         )
         per_host = len(titles) // self.process_count
         rows = slice(self.process_index * per_host, (self.process_index + 1) * per_host)
