@@ -6,7 +6,8 @@ The dataset is a random-access Grain ``MapDataset`` over *global* batches:
       -> shuffle(seed), reshuffled every epoch -> repeat
       -> batch(global batch size)
       -> window starts and mask positions drawn for the whole global batch from
-         (seed, batch index), vectorized; this host's rows read and padded
+         (seed, batch index), vectorized (masks only on shots with some modality);
+         this host's rows read and padded
 
 Everything random is a pure function of (seed, index), so the iterator's whole state is
 the index of the next global batch (Grain's ``{"next_index": i}``). It does not depend on
