@@ -39,7 +39,7 @@ def window_table(lengths: np.ndarray, titles: np.ndarray, max_shots: int) -> np.
 
 def draw_windows(
     titles: np.ndarray,
-    lengths: np.ndarray,
+    offsets: np.ndarray,
     max_shots: int,
     mask_ratio: float,
     seed: int,
@@ -50,19 +50,20 @@ def draw_windows(
 
     One generator per global batch, seeded by (seed, index): every host draws the same
     global batch and takes its rows, so the draw does not depend on the host count.
+    ``offsets`` are the store's title offsets (title t is shots offsets[t]:offsets[t+1]);
     ``has_content`` (bool per shot of the store, in store order) limits the selection to
     shots with at least one modality: the others have nothing to predict (a film's
     dialogue-free shots), so ``mask_ratio`` applies to the shots that have content.
     """
     rng = np.random.default_rng([seed, index])
-    total = lengths[titles]
+    total = offsets[titles + 1] - offsets[titles]
     length = np.minimum(total, max_shots)
     start = np.floor(rng.random(len(titles)) * (total - length + 1)).astype(np.int64)
     keys = rng.random((len(titles), max_shots))
     positions = np.arange(max_shots)[None, :]
     selectable = positions < length[:, None]  # padding is never selected
     if has_content is not None:
-        first = np.concatenate([[0], np.cumsum(lengths)])[titles] + start
+        first = offsets[titles] + start
         shot = np.minimum(first[:, None] + positions, len(has_content) - 1)
         selectable &= has_content[shot]
     keys[~selectable] = np.inf
@@ -87,7 +88,6 @@ class _ReadHostShare:
         process_count: int,
     ):
         self.store = store
-        self.lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
         self.has_content = store.present.any(-1)
         self.max_shots = max_shots
         self.mask_ratio = mask_ratio
@@ -98,7 +98,7 @@ class _ReadHostShare:
     def __call__(self, index: int, titles: np.ndarray) -> dict[str, np.ndarray]:
         drawn = draw_windows(
             titles,
-            self.lengths,
+            self.store.offsets,
             self.max_shots,
             self.mask_ratio,
             self.seed,
