@@ -20,12 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 import traceback
 
 import jax
 import numpy as np
-from train_step import make_batch, matmul_peak, model_flops, time_torch  # sibling
+from train_step import (  # sibling benchmark
+    make_batch,
+    matmul_peak,
+    model_flops,
+    step_seconds,
+    time_torch,
+)
 
 from mediafm_jax import config as config_lib
 from mediafm_jax import presets, sharding, train
@@ -52,24 +57,6 @@ def host_batch(batch: int, window: int, seed: int = 0) -> dict:
     host = make_batch(batch, window, FUSED, seed=seed)
     host["title_embedding"] = np.resize(host["title_embedding"], (batch, TITLE)).astype(np.float16)
     return host
-
-
-def step_seconds(cfg, device, steps: int) -> float:
-    """Median time of one jitted, donated train step on ``device`` (after 2 warm-ups)."""
-    mesh = sharding.make_mesh(cfg.mesh, [device])
-    setup = train.TrainSetup.create(cfg, DIMS, mesh)
-    state = setup.init_state(0)
-    host = host_batch(cfg.train.batch_size, cfg.model.max_shots)
-    step = setup.jit_train_step(host)
-    batch = sharding.global_batch(host, mesh)
-    times = []
-    with jax.set_mesh(mesh):
-        for i in range(steps + 2):
-            t0 = time.perf_counter()
-            state, metrics = step(state, batch, train.step_key(0, i))
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times[2:]))
 
 
 def main() -> None:
@@ -165,7 +152,8 @@ def main() -> None:
         cfg = config_lib.apply_overrides(
             fast, [f"train.batch_size={args.batch}", f"model.attention_impl={impl}"]
         )
-        record(f"mediafm-jax ({impl})", step_seconds(cfg, accelerator, args.steps))
+        host = host_batch(args.batch, w)
+        record(f"mediafm-jax ({impl})", step_seconds(cfg, DIMS, host, args.steps, accelerator))
 
     def torch_baseline() -> None:
         spec = (m.hidden_size, m.num_layers, m.num_heads, m.mlp_size, w, args.batch, FUSED)

@@ -82,7 +82,6 @@ def time_jax(spec, steps: int) -> float:
     import jax
 
     from mediafm_jax import config as config_lib
-    from mediafm_jax import sharding, train
     from mediafm_jax.model import DataDims
 
     hidden, layers, heads, mlp, window, batch, fused = spec
@@ -101,17 +100,25 @@ def time_jax(spec, steps: int) -> float:
     )
     third = fused // 3
     dims = DataDims(fused, 128, ((0, third), (third, 2 * third), (2 * third, fused)))
-    mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+    return step_seconds(cfg, dims, make_batch(batch, window, fused), steps, jax.devices()[0])
+
+
+def step_seconds(cfg, dims, host: dict, steps: int, device) -> float:
+    """Median time of the jitted, donated train step on ``device`` (after 2 warm-ups)."""
+    import jax
+
+    from mediafm_jax import sharding, train
+
+    mesh = sharding.make_mesh(cfg.mesh, [device])
     setup = train.TrainSetup.create(cfg, dims, mesh)
     state = setup.init_state(0)
-    host = make_batch(batch, window, fused)
     step = setup.jit_train_step(host)
-    batch_arrays = sharding.global_batch(host, mesh)
+    batch = sharding.global_batch(host, mesh)
     times = []
     with jax.set_mesh(mesh):
         for i in range(steps + 2):
             t0 = time.perf_counter()
-            state, metrics = step(state, batch_arrays, train.step_key(0, i))
+            state, metrics = step(state, batch, train.step_key(0, i))
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - t0)
     return float(np.median(times[2:]))
