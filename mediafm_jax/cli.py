@@ -15,9 +15,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from mediafm_jax.config import ConfigError
     from mediafm_jax.data.ingest import IngestError
     from mediafm_jax.data.store import StoreError
+    from mediafm_jax.extract.errors import ExtractError
     from mediafm_jax.probe.tasks import ProbeInputError
 
-    return (ConfigError, IngestError, StoreError, ProbeInputError, UsageError)
+    return (ConfigError, IngestError, StoreError, ProbeInputError, UsageError, ExtractError)
 
 
 class UsageError(ValueError):
@@ -167,6 +168,24 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(plan.format_plan(result, chip, args.devices, args.mfu))
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from mediafm_jax import extract
+
+    settings = extract.Settings(
+        min_shot_s=args.min_shot_s,
+        frames_per_shot=args.frames_per_shot,
+        video_encoder=args.video_encoder,
+        audio_encoder=args.audio_encoder,
+        text_encoder=args.text_encoder,
+        speech=not args.no_speech,
+        subtitle_encoding=args.subtitle_encoding,
+    )
+    summary = extract.extract(
+        args.inputs, args.out, settings, workers=args.workers, dry_run=args.dry_run
+    )
+    return 2 if summary.failed else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from mediafm_jax import demo
 
@@ -244,6 +263,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_plan)
 
+    p = sub.add_parser(
+        "extract",
+        help="video files/folders -> shots with video, audio and text embeddings (an ingest source)",
+        description="Writes OUT_SRC/titles.jsonl, shots/<title>.npz, thumbs/<title>/, text/<title>.json "
+        "and extract.json. Exit code 2 when any video failed (the others are still written).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="VIDEOS", help="video files or folders of them")
+    p.add_argument("out", metavar="OUT_SRC")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--min-shot-s", type=float, default=0.6, help="shortest shot between cuts")
+    p.add_argument("--frames-per-shot", type=int, default=3, help="frames averaged per shot")
+    p.add_argument(
+        "--video-encoder", default="mobilenet_v2", help="registered name or module:Class"
+    )
+    p.add_argument("--audio-encoder", default="logmel_stats")
+    p.add_argument("--text-encoder", default="minilm_l6")
+    p.add_argument("--no-speech", action="store_true", help="no speech to text without subtitles")
+    p.add_argument(
+        "--subtitle-encoding",
+        help="read sidecar subtitles in this encoding (default: BOM, UTF-8, else detected)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be done, do nothing")
+    p.set_defaults(func=_cmd_extract)
+
     p = sub.add_parser("demo", help="synth -> ingest -> train -> embed -> probe, on this CPU")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--titles", type=int, default=120)
@@ -255,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except _user_errors() as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -264,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":
