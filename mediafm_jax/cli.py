@@ -189,7 +189,10 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> None:
     from mediafm_jax import demo
 
-    demo.run_demo(args.out, titles=args.titles, steps=args.steps)
+    if args.video:
+        demo.run_video_demo(args.out or "demo_video_out")
+        return
+    demo.run_demo(args.out or "demo_out", titles=args.titles, steps=args.steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,7 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("demo", help="synth -> ingest -> train -> embed -> probe, on this CPU")
-    p.add_argument("--out", default="demo_out")
+    p.add_argument("--out", help="default demo_out (demo_video_out with --video)")
+    p.add_argument(
+        "--video", action="store_true", help="real media: mux a clip -> extract -> ingest -> sheet"
+    )
     p.add_argument("--titles", type=int, default=120)
     p.add_argument("--steps", type=int, default=None, help="override the demo preset's steps")
     p.set_defaults(func=_cmd_demo)

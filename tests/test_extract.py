@@ -19,7 +19,15 @@ av = pytest.importorskip("av", reason="needs the [extract] extra")
 from mediafm_jax import cli  # noqa: E402
 from mediafm_jax.data import ingest  # noqa: E402
 from mediafm_jax.data.store import ShotStore  # noqa: E402
-from mediafm_jax.extract import Settings, extract, media, speech, subtitles  # noqa: E402
+from mediafm_jax.extract import (  # noqa: E402
+    Settings,
+    encoders,
+    extract,
+    media,
+    mobilenet,
+    speech,
+    subtitles,
+)
 from mediafm_jax.extract.errors import ExtractError  # noqa: E402
 
 FRAME_S = 1 / media.BIKES_FPS
@@ -227,3 +235,74 @@ def test_rerun_skips_finished_videos_and_redoes_changed_ones(extracted, videos, 
     assert summary.done == ["bikes"] and sorted(summary.skipped) == ["speech", "subbed"]
     with pytest.raises(ExtractError, match="frames_per_shot: 3 -> 2"):
         extract([videos], out, Settings(frames_per_shot=2))
+
+
+def _torch_mobilenet_v2():
+    """torchvision's MobileNetV2 written out in torch.nn (torchvision itself does not import
+    here): the independent reference for the ONNX graph built from the same weights."""
+    import torch
+    from torch import nn
+
+    def conv_bn(i, o, k=3, stride=1, groups=1):
+        pad = (k - 1) // 2
+        conv = nn.Conv2d(i, o, k, stride, pad, groups=groups, bias=False)
+        return nn.Sequential(conv, nn.BatchNorm2d(o), nn.ReLU6())
+
+    class Block(nn.Module):
+        def __init__(self, i, o, stride, expansion):
+            super().__init__()
+            hidden, layers = i * expansion, []
+            if expansion != 1:
+                layers.append(conv_bn(i, hidden, 1))
+            layers += [
+                conv_bn(hidden, hidden, 3, stride, hidden),
+                nn.Conv2d(hidden, o, 1, bias=False),
+                nn.BatchNorm2d(o),
+            ]
+            self.conv, self.residual = nn.Sequential(*layers), stride == 1 and i == o
+
+        def forward(self, x):
+            return x + self.conv(x) if self.residual else self.conv(x)
+
+    table = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2)]
+    table += [(6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    features, channels = [conv_bn(3, 32, stride=2)], 32
+    for expansion, out, repeats, stride in table:
+        for r in range(repeats):
+            features.append(Block(channels, out, stride if r == 0 else 1, expansion))
+            channels = out
+    features.append(conv_bn(channels, 1280, 1))
+    model = nn.Module()
+    model.features = nn.Sequential(*features)
+    model.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
+    state = torch.load(str(encoders.MobileNetV2.weights_path()), weights_only=True)
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def test_mobilenet_onnx_graph_matches_torch_reference():
+    import torch
+
+    from mediafm_jax.extract.decode import Frame
+
+    with av.open(str(media.bikes())) as container:
+        frames = [Frame(f.time, f).rgb(224) for i, f in enumerate(container.decode(video=0))]
+    frames_fhwc = np.stack(frames[10:250:60])
+    onnx_fd = encoders.MobileNetV2(threads=1).session.run(None, {"frames": frames_fhwc})[0]
+    x = (frames_fhwc / 255.0 - mobilenet.IMAGENET_MEAN) / mobilenet.IMAGENET_STD
+    with torch.inference_mode():
+        x_fchw = torch.from_numpy(x.astype(np.float32)).permute(0, 3, 1, 2)
+        reference_fd = _torch_mobilenet_v2().features(x_fchw).mean((2, 3)).numpy()
+    np.testing.assert_allclose(onnx_fd, reference_fd, atol=1e-4, rtol=1e-4)
+
+
+def test_contact_sheet_shows_every_shot(extracted, tmp_path):
+    from PIL import Image
+
+    from mediafm_jax.demo import contact_sheet
+
+    out, _, _ = extracted
+    png = contact_sheet(out, "speech", tmp_path / "sheet.png", columns=3)
+    with Image.open(png) as image:
+        width, height = image.size
+    assert width > 3 * 192 and height > 2 * 80  # 3 columns x 2 rows of thumbnails
