@@ -7,7 +7,7 @@ video/audio/text encoders), ``mobilenet`` (the default video network as an ONNX 
 ``pipeline`` (one video -> one title) and ``runner`` (many videos, workers, resume).
 """
 
-from mediafm_jax.extract.pipeline import Settings
+from mediafm_jax.extract.pipeline import STAGES, Settings
 from mediafm_jax.extract.runner import Summary, extract
 
-__all__ = ["Settings", "Summary", "extract"]
+__all__ = ["STAGES", "Settings", "Summary", "extract"]

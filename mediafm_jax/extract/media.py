@@ -50,7 +50,7 @@ def read_audio_16k(path: Path) -> np.ndarray:
 
 def mux_clip(
     out: Path,
-    speech_at_s: float | None = None,
+    speech_at_s: float | list[float] | None = None,
     speech_span_s: tuple[float, float] = (0.0, 10.0),
     width: int | None = None,
     height: int | None = None,
@@ -59,7 +59,7 @@ def mux_clip(
     """bikes.mp4's video (``loops`` times, optionally rescaled) + a speech excerpt at a time.
 
     The audio track is silence except ``beckett.wav[speech_span_s]`` placed at
-    ``speech_at_s`` (no audio track at all when ``speech_at_s`` is None). H.264 + AAC in
+    ``speech_at_s`` (a time or a list of times; no audio track at all when None). H.264 + AAC in
     MP4, 25 fps, so cut ``k`` of loop ``j`` lies at ``10 j + BIKES_CUTS_S[k]``.
     """
     import av
@@ -95,9 +95,10 @@ def mux_clip(
             track = np.zeros(int(index / BIKES_FPS * rate), np.float32)
             voice = read_audio_16k(beckett())
             voice = voice[int(speech_span_s[0] * rate) : int(speech_span_s[1] * rate)]
-            at = int(speech_at_s * rate)
-            voice = voice[: max(0, track.size - at)]
-            track[at : at + voice.size] = voice
+            for at_s in [speech_at_s] if isinstance(speech_at_s, float | int) else speech_at_s:
+                at = int(at_s * rate)
+                part = voice[: max(0, track.size - at)]
+                track[at : at + part.size] = part
             step = 1024
             for start in range(0, track.size, step):
                 chunk = track[start : start + step].reshape(1, -1)

@@ -135,4 +135,6 @@ def session(onnx_bytes: bytes, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # idle pool threads must not busy-wait: Whisper and the decoder share these cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
