@@ -306,3 +306,36 @@ def test_contact_sheet_shows_every_shot(extracted, tmp_path):
     with Image.open(png) as image:
         width, height = image.size
     assert width > 3 * 192 and height > 2 * 80  # 3 columns x 2 rows of thumbnails
+
+
+def test_variable_frame_rate_times_come_from_timestamps(tmp_path):
+    """bikes' frames re-timed: 25 fps for 4 s, then 12.5 fps. Cuts must move to the frames'
+    own timestamps (frame 137, the 5.48 s cut at 25 fps, now shows at 6.96 s)."""
+    from fractions import Fraction
+
+    from mediafm_jax.extract.decode import stream_frames
+    from mediafm_jax.extract.shots import AdaptiveShots
+
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(media.bikes())) as source:
+        frames = [f.to_ndarray(format="rgb24") for f in source.decode(video=0)]
+    times_ms = [40 * i if i <= 100 else 4000 + 80 * (i - 100) for i in range(len(frames))]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 640, 272, "yuv420p"
+        stream.time_base = Fraction(1, 1000)
+        for rgb, t in zip(frames, times_ms, strict=True):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    detector, decoded, cuts = AdaptiveShots(fps=25.0, min_shot_s=0.6), [], []
+    for frame in stream_frames(path, None):
+        decoded.append(frame.time_s)
+        cuts += detector.feed(frame)
+    cuts += detector.finish()
+    np.testing.assert_allclose(decoded, np.array(times_ms) / 1000, atol=1e-3)
+    expected = [times_ms[round(c * media.BIKES_FPS)] / 1000 for c in media.BIKES_CUTS_S]
+    np.testing.assert_allclose(cuts, expected, atol=2 * 0.08)

@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -275,6 +276,8 @@ def extract(
     if settings.speech:
         described.append(speech.WhisperTinyEn.describe())
     out.mkdir(parents=True, exist_ok=True)
+    if (out / ".tmp").is_dir():  # half-built titles of an interrupted run (ours)
+        shutil.rmtree(out / ".tmp")
     manifest = {
         "format": FORMAT,
         "settings": settings.to_dict(),
@@ -291,16 +294,17 @@ def extract(
         records[title_id] = record
         _write_json_atomic(out / MANIFEST, manifest)
         overall.update(1)
+        say = overall.write if log is print else log  # tqdm.write keeps the bars intact
         if record["status"] == "ok":
             done.append(title_id)
             speed = record["duration_s"] / max(record["wall_s"], 1e-9)
-            overall.write(
+            say(
                 f"ok     {title_id}: {record['shots']} shots, {record['duration_s']:.1f}s of video "
                 f"in {record['wall_s']:.1f}s ({speed:.1f}x real time), text: {record['text_source']}"
             )
         else:
             failed[title_id] = record["error"]
-            overall.write(f"FAILED {title_id}: {record['error']}")
+            say(f"FAILED {title_id}: {record['error']}")
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     overall = tqdm(total=len(todo), desc="videos", unit="video", position=0, disable=None)
