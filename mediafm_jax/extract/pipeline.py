@@ -31,6 +31,7 @@ EMBED_BATCH_FRAMES = 32
 class Settings:
     """Everything that changes the output; its hash decides whether a rerun redoes a video."""
 
+    shots: str = "adaptive"  # or "transnetv2"
     min_shot_s: float = 0.6
     frames_per_shot: int = 3
     video_encoder: str = "mobilenet_v2"
@@ -42,7 +43,7 @@ class Settings:
     subtitle_encoding: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shot_detector": shots.AdaptiveShots.name, **dataclasses.asdict(self)}
+        return dataclasses.asdict(self)
 
     def key(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True).encode()
@@ -120,7 +121,7 @@ def _extract_into(
     load_before = sum(models.load_s.values())
     video_encoder = models.get("video")
     short_side = getattr(video_encoder, "short_side", 224)
-    detector = shots.AdaptiveShots(info.fps, settings.min_shot_s)
+    detector = shots.detector(settings.shots, info.fps, settings.min_shot_s, models.threads)
     sampler = shots.FrameSampler(short_side)
     bounds: list[tuple[float, float]] = []
     pending: list[np.ndarray] = []

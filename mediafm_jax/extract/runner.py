@@ -234,6 +234,8 @@ def extract(
     settings = settings or pipeline.Settings()
     if workers < 1:
         raise ExtractError(f"--workers {workers}: must be at least 1")
+    if settings.shots not in ("adaptive", "transnetv2"):
+        raise ExtractError(f"--shots {settings.shots}: expected adaptive or transnetv2")
     if settings.frames_per_shot < 1 or settings.min_shot_s < 0:
         raise ExtractError("--frames-per-shot must be >= 1 and --min-shot-s >= 0")
     input_paths = [Path(p) for p in inputs]
