@@ -10,18 +10,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from mediafm_jax.config import ConfigError
-    from mediafm_jax.data.ingest import IngestError
-    from mediafm_jax.data.store import StoreError
-    from mediafm_jax.probe.tasks import ProbeInputError
-
-    return (ConfigError, IngestError, StoreError, ProbeInputError, UsageError)
-
-
-class UsageError(ValueError):
-    """A command-line value is wrong in a way argparse cannot see."""
+from mediafm_jax.errors import (
+    EXIT_DIVERGED,
+    EXIT_USER_ERROR,
+    NonFiniteLossError,
+    UsageError,
+    UserError,
+)
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -256,14 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except _user_errors() as err:
+    except UserError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        if type(err).__name__ != "NonFiniteLossError":
-            raise
+        return EXIT_USER_ERROR
+    except NonFiniteLossError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_DIVERGED
     return 0
 
 

@@ -9,7 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mediafm_jax.cli import UsageError
+from mediafm_jax.errors import UsageError
 
 MARKER = ".mediafm-demo"
 

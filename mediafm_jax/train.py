@@ -29,12 +29,9 @@ from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import ExperimentConfig
 from mediafm_jax.data import pipeline
 from mediafm_jax.data.store import ShotStore
+from mediafm_jax.errors import NonFiniteLossError
 from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.objective import msm_loss
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/Inf; the bad state was not checkpointed."""
 
 
 def data_dims(store: ShotStore) -> DataDims:

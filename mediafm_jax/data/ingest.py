@@ -23,14 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from mediafm_jax.data import store as store_lib
+from mediafm_jax.errors import IngestError
 
 SPLITS = ("train", "val", "test")
 OPTIONAL_KEYS = ("start_s", "end_s", "title_embedding")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-class IngestError(ValueError):
-    """Bad ingest input; the message names the file, title or shot at fault."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,15 +17,13 @@ from typing import Any
 import numpy as np
 import tensorstore as ts
 
+from mediafm_jax.errors import StoreError
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INNER_CHUNK_ROWS = 64
 DEFAULT_SHARD_ROWS = 64 * 128  # 8192 rows: about 38 MB per shard file at 2304 columns
 MODALITY_ORDER = ("video", "audio", "text")
-
-
-class StoreError(ValueError):
-    """The store is missing, incomplete or inconsistent; the message names the path."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from mediafm_jax.data.store import ShotStore
+from mediafm_jax.errors import ProbeInputError
 
 KINDS = ("multilabel", "binary", "ranking")
 METRICS = ("micro_ap", "macro_ap", "ap", "kendall_tau")
-
-
-class ProbeInputError(ValueError):
-    """probes.json or clips.jsonl is wrong; the message names the file and line."""
 
 
 @dataclasses.dataclass(frozen=True)
