@@ -76,6 +76,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print("splits     " + ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
     size = store_lib.disk_bytes(args.store)
     print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
+    if args.verify:
+        _verify_store(shots)
+
+
+def _verify_store(shots) -> None:
+    import time
+
+    started = time.perf_counter()
+    files, size = shots.verify()
+    seconds = time.perf_counter() - started
+    print(f"verified   {files} files, {size / 1e6:.1f} MB in {seconds:.1f}s: intact")
 
 
 def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -97,6 +108,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from mediafm_jax import train
 
     config = config_lib.apply_overrides(config_lib.load_config_file(args.config), args.set)
+    if args.verify_store:
+        from mediafm_jax.data.store import ShotStore
+
+        _verify_store(ShotStore(args.store))
     train.train_and_evaluate(config, args.store, args.workdir, stop_at=args.stop_at)
 
 
@@ -187,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="summarize a shot store")
     p.add_argument("store")
+    p.add_argument("--verify", action="store_true", help="hash every byte against the manifest")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train (or resume) a run")
@@ -197,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stop-at", type=int, help="checkpoint and stop after this step (time-boxed jobs)"
     )
+    p.add_argument("--verify-store", action="store_true", help="hash every store byte first")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_train)
 
