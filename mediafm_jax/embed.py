@@ -243,16 +243,16 @@ class EmbeddingStore:
         manifest = store_lib.read_manifest(root)
         if manifest is None or manifest.get("kind") != "embeddings":
             raise StoreError(f"{root}: not a complete embedding store (no embeddings manifest)")
+        store_lib.check_files(root, manifest)  # every listed file, at its recorded size
         self.root = root
         self.manifest = manifest
         self.title_ids: list[str] = manifest["title_ids"]
 
-    def _read(self, name: str) -> np.ndarray:
-        import tensorstore as ts
+    def verify(self, progress: bool = True) -> tuple[int, int]:
+        return store_lib.verify_files(self.root, self.manifest, progress=progress)
 
-        spec = {"driver": "zarr3", "kvstore": store_lib.kvstore_spec(self.root)}
-        spec["kvstore"]["path"] += name + "/"
-        return np.asarray(ts.open(spec, open=True, read=True).result().read().result())
+    def _read(self, name: str) -> np.ndarray:
+        return store_lib.read_array(self.root, name)  # missing chunks are errors, not zeros
 
     def shot_embeddings(self) -> np.ndarray:
         return self._read("shot_embedding")

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,10 +27,10 @@ from tqdm import tqdm
 
 from mediafm_jax.errors import StoreError
 
-# 2: the manifest lists every file (size, sha256) and checksums its own body. Stores of
-# format 1 stay readable (structure checked at open; `verify` recomputes their one digest).
+# 2: every chunk is written (all-zero ones too), the manifest lists every file (size,
+# sha256) and checksums its own body. Format 1 left all-zero chunks out, so a deleted chunk
+# could not be told from a zero one: such stores are refused with the re-ingest command.
 FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 MANIFEST_CHECKSUM = "manifest_sha256"
 SPLITS = ("train", "val", "test")
@@ -95,6 +94,8 @@ def _array_spec(
                 }
             ],
         },
+        # Write all-zero chunks too: with missing-chunk reads refused, absent means damaged.
+        "store_data_equal_to_fill_value": True,
         "create": True,
         "delete_existing": True,
     }
@@ -238,6 +239,8 @@ def verify_files(root: str, manifest: dict[str, Any], progress: bool = True) -> 
 
     Returns (files, bytes) checked.
     """
+    if "files" not in manifest:
+        raise StoreError(f"{root}: written before stores listed their files; write it again")
     check_files(root, manifest)
     expected = {e["path"]: e for e in manifest["files"]}
     total = 0
@@ -288,10 +291,17 @@ class ShotStore:
             )
         if manifest.get("kind", "shots") != "shots":
             raise StoreError(f"{root}: a store of {manifest.get('kind')}, not of shots")
-        if manifest.get("format_version") not in READABLE_FORMATS:
+        version = manifest.get("format_version")
+        if version == 1:
+            source = manifest.get("source", "SRC")
             raise StoreError(
-                f"{root}/{MANIFEST}: format_version {manifest.get('format_version')}, "
-                f"this mediafm-jax reads {', '.join(map(str, READABLE_FORMATS))}"
+                f"{root}: written by an older mediafm-jax (store format 1, without integrity "
+                f"checks); re-ingest it: mediafm ingest {source} {root} --overwrite"
+            )
+        if version != FORMAT_VERSION:
+            raise StoreError(
+                f"{root}/{MANIFEST}: format_version {version!r}, this mediafm-jax reads "
+                f"{FORMAT_VERSION}"
             )
         self.root = root
         self.manifest = manifest
@@ -304,15 +314,7 @@ class ShotStore:
             raise StoreError(
                 f"{root}/{MANIFEST}: malformed ({type(err).__name__}: {err}); re-ingest"
             ) from None
-        if "files" in manifest:
-            check_files(root, manifest)
-        else:
-            print(
-                f"note: {root} was written before stores listed their files (format "
-                f"{manifest['format_version']}): missing chunks are still refused, but file "
-                "sizes are not checked at open; re-ingest for the full checks",
-                file=sys.stderr,
-            )
+        check_files(root, manifest)
         self._handles: dict[str, Any] = {}
         self._memory: np.ndarray | None = None
         self._check_arrays()
@@ -397,26 +399,9 @@ class ShotStore:
     def verify(self, progress: bool = True) -> tuple[int, int]:
         """Hashes every byte of the store; names the first damaged file.
 
-        Returns (files, bytes) checked. A format-1 store has one digest over the shot table
-        and offsets, so damage there is found but not placed in a file.
+        Returns (files, bytes) checked.
         """
-        if "files" in self.manifest:
-            return verify_files(self.root, self.manifest, progress=progress)
-        recorded = self.manifest.get("checksums", {}).get("shots_and_offsets_blake2b")
-        if recorded is None:
-            raise StoreError(f"{self.root}: records no checksums to verify; re-ingest")
-        digest = hashlib.blake2b(digest_size=16)
-        step = int(self.manifest.get("shard_rows", 8192))
-        for start in tqdm(
-            range(0, self.num_shots, step), desc="verify", disable=None if progress else True
-        ):
-            digest.update(self.read_rows(start, min(start + step, self.num_shots)).tobytes())
-        digest.update(self.offsets.tobytes())
-        if digest.hexdigest() != recorded:
-            raise StoreError(
-                f"{self.root}: shots or title_offsets are damaged (checksum mismatch); re-ingest"
-            )
-        return 2, self.num_shots * self.num_features * 2 + self.offsets.nbytes
+        return verify_files(self.root, self.manifest, progress=progress)
 
     # -- pickling: handles are per process ------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
