@@ -192,3 +192,23 @@ def test_paired_difference_from_concat():
     assert good["delta"] > 0.3 and good["ci95"][0] > 0  # a clear win excludes zero
     assert out["vs_concat"]["same"] == {"delta": 0.0, "ci95": [0.0, 0.0]}
     assert "concat" not in out["vs_concat"]
+
+
+def test_bad_probe_input_through_the_cli(tiny_run, tiny_store, tiny_source, tmp_path, capsys):
+    """The CLI path: one line naming file and line, exit 2, no report folder (the other
+    careless inputs are in test_faults_inputs.py)."""
+    from faults import assert_one_line_error
+
+    lines = (tiny_source / "clips.jsonl").read_text().splitlines()
+    line_no = next(i for i, line in enumerate(lines, 1) if '"popularity"' in line)
+    clip = json.loads(lines[line_no - 1])
+    clip["target"] = float("nan")
+    lines[line_no - 1] = json.dumps(clip)
+    clips = tmp_path / "clips.jsonl"
+    clips.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report"
+    argv = ["probe", "--workdir", str(tiny_run), "--store", tiny_store]
+    argv += ["--tasks", str(tiny_source / "probes.json"), "--clips", str(clips)]
+    argv += ["--out", str(out), "--bootstrap", "0"]
+    assert_one_line_error(argv, capsys, tmp_path, f"{clips} line {line_no}: 'target' is nan")
+    assert not out.exists()

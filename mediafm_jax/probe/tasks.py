@@ -132,7 +132,7 @@ def load_clips(path: str | Path, tasks: list[Task], store: ShotStore) -> dict[st
         length = store.title_length(title)
         if not (_is_int(start) and _is_int(end) and 0 <= start < end <= length):
             raise ProbeInputError(
-                f"{where}: shots [{start!r}, {end!r}) are not a non-empty integer range of "
+                f"{where}: shots [{start!r}, {end!r}) are not a non-empty range of "
                 f"title {title_id!r} ({length} shots)"
             )
         split = clip.get("split")
