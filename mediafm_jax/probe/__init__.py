@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mediafm_jax import outputs
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder, EmbeddingStore
 from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
@@ -103,16 +104,22 @@ def run_probes(
     out: str | Path,
     emb: EmbeddingStore | None = None,
     bootstrap: int = 500,
+    overwrite: bool = False,
 ) -> dict:
     """Probes every task with every method; writes and returns the report.
 
-    ``bootstrap``: title resamples for the intervals (0: scores only).
+    ``bootstrap``: title resamples for the intervals (0: scores only). ``out`` is checked
+    before any work and replaced whole at the end (a report of ours, with ``overwrite``).
     """
+    inputs = [store.root, tasks_path, clips_path]
+    inputs += [emb.root] if emb is not None else []
+    inputs += [embedder.run_dir] if embedder is not None else []
+    outputs.check_output(out, "report", overwrite=overwrite, inputs=inputs)
     tasks = load_tasks(tasks_path)
     clips_by_task = load_clips(clips_path, tasks, store)
     all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
     context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
-    inputs = input_rows(store, all_titles)
+    modality_rows = input_rows(store, all_titles)
     results = {}
     for task in tqdm(tasks, desc="probe", unit="task", disable=None):
         clips = clips_by_task[task.name]
@@ -124,7 +131,7 @@ def run_probes(
                 zip(clips.title.tolist(), clips.start.tolist(), clips.end.tolist(), strict=True)
             )
             features["mediafm_isolated"] = embedder.embed_clips(store, spans)
-        features.update({name: _pool(rows, clips) for name, rows in inputs.items()})
+        features.update({name: _pool(rows, clips) for name, rows in modality_rows.items()})
         try:
             scored = {name: run_probe(x, clips) for name, x in features.items()}
         except ProbeSkipped as reason:
@@ -140,5 +147,6 @@ def run_probes(
         }
         if bootstrap:
             results[task.name].update(intervals(scored, bootstrap))
-    write_report(results, out)
+    with outputs.atomic_output(out, "report", overwrite=overwrite, inputs=inputs) as target:
+        write_report(results, target)
     return results
