@@ -3,8 +3,10 @@
 Methods, each a clip feature from mean-pooling the clip's shots ``[start, end)``:
 ``mediafm_context`` (in-context embeddings), ``mediafm_isolated`` (the encoder run on
 the clip alone, with [GLOBAL]), ``concat`` (fused input embeddings: the uncontextualized
-baseline), and one per modality (that modality's unit-normed input alone; none when the
-store has a single modality, as it would repeat ``concat``).
+baseline), one per modality (that modality's unit-normed input alone; none when the
+store has a single modality, as it would repeat ``concat``), and two label-free,
+hand-made context baselines from ``baselines.py``: ``title_mean`` (the clip's mean beside
+its whole title's mean) and ``novelty`` (before/after distances at the clip's cuts).
 
 Each score comes with a 95% interval from resampling the test *titles* (clips of one film
 are not independent), and each method's paired difference from ``concat`` with its own
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from mediafm_jax import outputs
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder, EmbeddingStore
+from mediafm_jax.probe import baselines
 from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
 from mediafm_jax.probe.metrics import interval, title_bootstrap
 from mediafm_jax.probe.report import markdown_table, write_report
@@ -132,6 +135,8 @@ def run_probes(
             )
             features["mediafm_isolated"] = embedder.embed_clips(store, spans)
         features.update({name: _pool(rows, clips) for name, rows in modality_rows.items()})
+        features["title_mean"] = baselines.title_mean(modality_rows[BASELINE], clips)
+        features["novelty"] = baselines.novelty(modality_rows[BASELINE], clips)
         try:
             scored = {name: run_probe(x, clips) for name, x in features.items()}
         except ProbeSkipped as reason:
