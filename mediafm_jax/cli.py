@@ -36,7 +36,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         text_dim=dims[2],
         title_dim=dims[3],
     )
-    out = synthetic.write_catalog(args.out, config)
+    out = synthetic.write_catalog(args.out, config, overwrite=args.overwrite)
     print(f"wrote {config.titles} titles to {out}")
 
 
@@ -117,16 +117,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_embed(args: argparse.Namespace) -> None:
     _start_distributed(args)
-    import os
-
-    from mediafm_jax import embed
+    from mediafm_jax import embed, outputs
     from mediafm_jax.data import store as store_lib
 
-    if store_lib.is_local(args.out) and os.path.exists(args.out) and not args.overwrite:
-        raise UsageError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    inputs = [args.store, args.workdir]
+    outputs.check_output(args.out, "embeddings", overwrite=args.overwrite, inputs=inputs)
     embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
     store = store_lib.ShotStore(args.store)
-    result = embed.embed_store(embedder, store, args.out)
+    result = embed.embed_store(embedder, store, args.out, overwrite=args.overwrite)
     print(
         f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
         f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
@@ -150,6 +148,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         args.out,
         emb=emb,
         bootstrap=args.bootstrap,
+        overwrite=args.overwrite,
     )
     if jax.process_index() == 0:
         print(probe.markdown_table(results))
@@ -192,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dims", help="VIDEO,AUDIO,TEXT,TITLE dims (default 768,768,768,768)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic catalog")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("ingest", help="validate a source folder and write a shot store")
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--step", type=int)
     p.add_argument("--layers", choices=("last", "mean"), default="last")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_probe)
 

@@ -9,9 +9,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mediafm_jax.errors import UsageError
-
-MARKER = ".mediafm-demo"
+from mediafm_jax import outputs
 
 
 def run_demo(out: str | Path, titles: int = 120, steps: int | None = None) -> dict:
@@ -21,14 +19,10 @@ def run_demo(out: str | Path, titles: int = 120, steps: int | None = None) -> di
     from mediafm_jax.data.store import ShotStore
 
     out = Path(out)
-    if out.exists():
-        if not (out / MARKER).exists() and any(out.iterdir()):
-            raise UsageError(
-                f"{out}: exists and is not a previous demo output; choose another --out"
-            )
+    outputs.check_output(out, "demo", overwrite=True)
+    if out.exists():  # an earlier demo of ours (checked above): replaced
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).touch()
+    outputs.claim_folder(out, "demo")
     started = time.perf_counter()
 
     def stage(number: int, text: str) -> None:

@@ -22,7 +22,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from mediafm_jax import config as config_lib
-from mediafm_jax import sharding
+from mediafm_jax import outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import MeshConfig, ObjectiveConfig
 from mediafm_jax.data import pipeline
@@ -262,16 +262,20 @@ class EmbeddingStore:
 
 
 def embed_store(
-    embedder: Embedder, store: ShotStore, out: str, batch_windows: int = 16, progress: bool = True
+    embedder: Embedder,
+    store: ShotStore,
+    out: str,
+    batch_windows: int = 16,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> EmbeddingStore:
-    """Writes in-context embeddings of every title, aligned row for row with ``store``."""
-    import os
-    import shutil
+    """Writes in-context embeddings of every title, aligned row for row with ``store``.
 
-    local = store_lib.is_local(out)
-    target = f"{os.path.abspath(out)}.partial-{os.getpid()}" if local else out
+    The old ``out`` (ours, with ``overwrite``) stays intact until the new one is complete.
+    """
     h = embedder.hidden_size
-    try:
+    inputs = [store.root, embedder.run_dir]
+    with outputs.atomic_output(out, "embeddings", overwrite=overwrite, inputs=inputs) as target:
         shots = store_lib.create_array(
             target, "shot_embedding", (store.num_shots, h), "float32", 8192
         )
@@ -305,13 +309,4 @@ def embed_store(
                 "counts": {"titles": store.num_titles, "shots": store.num_shots},
             },
         )
-    except BaseException:
-        if local:
-            shutil.rmtree(target, ignore_errors=True)
-        raise
-    if local:
-        out = os.path.abspath(out)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.rename(target, out)
     return EmbeddingStore(out)

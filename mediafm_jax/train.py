@@ -24,7 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mediafm_jax import config as config_lib
-from mediafm_jax import optim, sharding
+from mediafm_jax import optim, outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import ExperimentConfig
 from mediafm_jax.data import pipeline
@@ -245,7 +245,7 @@ def train_and_evaluate(
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        outputs.claim_folder(workdir, "run", inputs=[store_path])
 
     # -- Data --------------------------------------------------------------------------
     store = ShotStore(store_path)

@@ -4,7 +4,7 @@ Two passes: the first reads only npz headers and the metadata files, so every st
 problem (missing or unknown titles, ranks, dtypes, dims) is reported before a byte is
 written; the second streams titles through a one-shard buffer (memory bounded by a shard
 plus one title), checks values (NaN/Inf, shot times) and writes shard-aligned blocks. A
-local store is built in a sibling ``.partial`` folder and renamed into place; the manifest
+local store is built in a sibling ``.partial`` folder and swapped into place (``outputs``); the manifest
 is always written last, so an interrupted ingest never leaves a store that opens.
 """
 
@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from mediafm_jax import outputs
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.errors import IngestError
 
@@ -324,8 +324,8 @@ def ingest(
         raise IngestError(f"{src}: source folder does not exist")
     if store_lib.is_local(store):
         store = os.path.abspath(store)
-        if os.path.exists(store) and not overwrite:
-            raise IngestError(f"{store}: already exists (pass --overwrite to replace it)")
+        outputs.recover_leftovers(store)
+        outputs.check_output(store, "store", overwrite=overwrite, inputs=[src])
     elif store_lib.read_manifest(store) is not None and not overwrite:
         raise IngestError(f"{store}: already holds a store (pass --overwrite to replace it)")
 
@@ -333,10 +333,7 @@ def ingest(
     num_shots = sum(h.num_shots for h in headers)
     num_features = modalities[-1].stop
 
-    target = f"{store}.partial-{os.getpid()}" if store_lib.is_local(store) else store
-    if store_lib.is_local(store) and os.path.exists(target):
-        shutil.rmtree(target)
-    try:
+    with outputs.atomic_output(store, "store", overwrite=overwrite, inputs=[src]) as target:
         arrays = {
             "shots": store_lib.create_array(
                 target, "shots", (num_shots, num_features), "float16", shard_rows
@@ -387,22 +384,8 @@ def ingest(
             "source": str(src.resolve()),
         }
         store_lib.write_manifest(target, manifest, progress=progress)
-    except BaseException:
-        if store_lib.is_local(store):
-            shutil.rmtree(target, ignore_errors=True)
-        raise
-    if store_lib.is_local(store):
-        _swap_into_place(target, store)
     elapsed = time.perf_counter() - started
     return IngestSummary(store, len(headers), num_shots, num_shots * num_features * 2, elapsed)
-
-
-def _swap_into_place(partial: str, store: str) -> None:
-    old = f"{store}.old-{os.getpid()}"
-    if os.path.exists(store):
-        os.rename(store, old)
-    os.rename(partial, store)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class _ShardWriter:

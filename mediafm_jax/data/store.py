@@ -160,20 +160,26 @@ def _first_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _is_data(rel: str) -> bool:
+    """Part of the store's content: not the manifest, nor a top-level dot-file (bookkeeping
+    such as the output marker, which may be rewritten without changing the store)."""
+    return rel != MANIFEST and not ("/" not in rel and rel.startswith("."))
+
+
 def _list_files(root: str) -> dict[str, int | None]:
-    """Relative path -> size (None where the object store does not say) of every file but
-    the manifest."""
+    """Relative path -> size (None where the object store does not say) of every data file."""
     if is_local(root):
         out: dict[str, int | None] = {}
         for dirpath, _, files in os.walk(root):
             for name in files:
                 path = os.path.join(dirpath, name)
-                out[os.path.relpath(path, root).replace(os.sep, "/")] = os.path.getsize(path)
-        out.pop(MANIFEST, None)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                if _is_data(rel):
+                    out[rel] = os.path.getsize(path)
         return out
     kv = ts.KvStore.open(kvstore_spec(root)).result()
     keys = [k.decode() if isinstance(k, bytes) else k for k in kv.list().result()]
-    return {k: None for k in keys if k != MANIFEST}
+    return {k: None for k in keys if _is_data(k)}
 
 
 def _file_chunks(root: str, rel: str):
