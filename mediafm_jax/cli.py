@@ -10,19 +10,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from mediafm_jax.config import ConfigError
-    from mediafm_jax.data.ingest import IngestError
-    from mediafm_jax.data.store import StoreError
-    from mediafm_jax.extract.errors import ExtractError
-    from mediafm_jax.probe.tasks import ProbeInputError
-
-    return (ConfigError, IngestError, StoreError, ProbeInputError, UsageError, ExtractError)
-
-
-class UsageError(ValueError):
-    """A command-line value is wrong in a way argparse cannot see."""
+from mediafm_jax.errors import (
+    EXIT_DIVERGED,
+    EXIT_USER_ERROR,
+    NonFiniteLossError,
+    UsageError,
+    UserError,
+)
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -42,7 +36,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         text_dim=dims[2],
         title_dim=dims[3],
     )
-    out = synthetic.write_catalog(args.out, config)
+    out = synthetic.write_catalog(args.out, config, overwrite=args.overwrite)
     print(f"wrote {config.titles} titles to {out}")
 
 
@@ -82,6 +76,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print("splits     " + ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
     size = store_lib.disk_bytes(args.store)
     print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
+    if args.verify:
+        _verify_store(shots)
+
+
+def _verify_store(shots) -> None:
+    import time
+
+    started = time.perf_counter()
+    files, size = shots.verify()
+    seconds = time.perf_counter() - started
+    print(f"verified   {files} files, {size / 1e6:.1f} MB in {seconds:.1f}s: intact")
 
 
 def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -103,21 +108,23 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from mediafm_jax import train
 
     config = config_lib.apply_overrides(config_lib.load_config_file(args.config), args.set)
+    if args.verify_store:
+        from mediafm_jax.data.store import ShotStore
+
+        _verify_store(ShotStore(args.store))
     train.train_and_evaluate(config, args.store, args.workdir, stop_at=args.stop_at)
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
     _start_distributed(args)
-    import os
-
-    from mediafm_jax import embed
+    from mediafm_jax import embed, outputs
     from mediafm_jax.data import store as store_lib
 
-    if store_lib.is_local(args.out) and os.path.exists(args.out) and not args.overwrite:
-        raise UsageError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    inputs = [args.store, args.workdir]
+    outputs.check_output(args.out, "embeddings", overwrite=args.overwrite, inputs=inputs)
     embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
     store = store_lib.ShotStore(args.store)
-    result = embed.embed_store(embedder, store, args.out)
+    result = embed.embed_store(embedder, store, args.out, overwrite=args.overwrite)
     print(
         f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
         f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
@@ -141,6 +148,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         args.out,
         emb=emb,
         bootstrap=args.bootstrap,
+        overwrite=args.overwrite,
     )
     if jax.process_index() == 0:
         print(probe.markdown_table(results))
@@ -205,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dims", help="VIDEO,AUDIO,TEXT,TITLE dims (default 768,768,768,768)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic catalog")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("ingest", help="validate a source folder and write a shot store")
@@ -215,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="summarize a shot store")
     p.add_argument("store")
+    p.add_argument("--verify", action="store_true", help="hash every byte against the manifest")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train (or resume) a run")
@@ -225,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stop-at", type=int, help="checkpoint and stop after this step (time-boxed jobs)"
     )
+    p.add_argument("--verify-store", action="store_true", help="hash every store byte first")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -253,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--step", type=int)
     p.add_argument("--layers", choices=("last", "mean"), default="last")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_probe)
 
@@ -312,14 +324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except _user_errors() as err:
+    except UserError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        if type(err).__name__ != "NonFiniteLossError":
-            raise
+        return EXIT_USER_ERROR
+    except NonFiniteLossError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_DIVERGED
     return code if isinstance(code, int) else 0
 
 

@@ -17,9 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config file, override or value is wrong; the message names which."""
+from mediafm_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)

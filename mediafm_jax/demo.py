@@ -11,21 +11,16 @@ import shutil
 import time
 from pathlib import Path
 
-from mediafm_jax.cli import UsageError
-
-MARKER = ".mediafm-demo"
+from mediafm_jax import outputs
+from mediafm_jax.errors import ExtractError
 
 
 def _fresh_out(out: Path) -> None:
-    """Recreates ``out`` if it is missing, empty or a previous demo output; refuses otherwise."""
-    if out.exists():
-        if not (out / MARKER).exists() and any(out.iterdir()):
-            raise UsageError(
-                f"{out}: exists and is not a previous demo output; choose another --out"
-            )
+    """Recreates ``out`` if it is missing, empty or an earlier demo of ours; refuses otherwise."""
+    outputs.check_output(out, "demo", overwrite=True)
+    if out.exists():  # an earlier demo of ours (checked above): replaced
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).touch()
+    outputs.claim_folder(out, "demo")
 
 
 def run_video_demo(out: str | Path) -> Path:
@@ -43,7 +38,7 @@ def run_video_demo(out: str | Path) -> Path:
     print("[2/4] extract: shots, video/audio/text embeddings, thumbnails", flush=True)
     summary = extract([videos], out / "source")
     if summary.failed:
-        raise UsageError(f"demo videos failed to extract: {summary.failed}")
+        raise ExtractError(f"demo videos failed to extract: {summary.failed}")
     print("[3/4] ingest", flush=True)
     result = ingest.ingest(out / "source", str(out / "store"))
     print(f"{result.titles} titles, {result.shots} shots")

