@@ -175,7 +175,9 @@ def _cmd_search(args: argparse.Namespace) -> None:
     inputs = (args.store, args.emb, os.path.join(src, "thumbs") if src else None)
     if args.sheet:  # refuse a bad sheet path before any work
         sheet.check_sheet_path(args.sheet, args.overwrite, inputs)
-    searcher = search.Searcher(store, args.emb, method=args.method, backend=args.backend)
+    searcher = search.Searcher(
+        store, args.emb, method=args.method, backend=args.backend, index_cache=True
+    )
     query = searcher.resolve(args.title, args.shot, clip)
     hits = searcher.search(
         args.title, args.shot, k=args.k, clip=clip, exclude_title=args.exclude_title

@@ -22,14 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import math
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore, StoreError
 
 if TYPE_CHECKING:
@@ -228,29 +231,52 @@ class UsearchIndex:
 
     name = "usearch"
 
-    def __init__(
-        self,
-        vectors_nd: np.ndarray,
-        connectivity: int = 16,
-        expansion_add: int = 128,
-        expansion_search: int = 128,
-        threads: int = 0,
-        progress: bool = False,
-    ):
+    PARAMS = {"connectivity": 16, "expansion_add": 128, "expansion_search": 128}
+
+    def __init__(self, index, size: int, threads: int = 0):
+        self.index = index
+        self.size = size
+        self.threads = threads
+
+    @classmethod
+    def build(
+        cls, vectors_nd: np.ndarray, threads: int = 0, progress: bool = False
+    ) -> UsearchIndex:
         from usearch.index import Index
 
-        self.threads = threads
-        self.index = Index(
-            ndim=vectors_nd.shape[1],
-            metric="ip",
-            dtype="f32",
-            connectivity=connectivity,
-            expansion_add=expansion_add,
-            expansion_search=expansion_search,
-        )
+        index = Index(ndim=vectors_nd.shape[1], metric="ip", dtype="f32", **cls.PARAMS)
         keys = np.arange(len(vectors_nd), dtype=np.uint64)
-        self.index.add(keys, np.asarray(vectors_nd, np.float32), threads=threads, log=progress)
-        self.size = len(vectors_nd)
+        index.add(keys, np.asarray(vectors_nd, np.float32), threads=threads, log=progress)
+        return cls(index, len(vectors_nd), threads)
+
+    @classmethod
+    def cached(
+        cls, vectors_nd: np.ndarray, path: Path, key: dict[str, Any], threads: int = 0
+    ) -> UsearchIndex:
+        """The index saved at ``path`` when its key (what it was built from) matches,
+        memory-mapped; else built (with a progress line) and saved there atomically."""
+        import usearch
+        from usearch.index import Index
+
+        key = {**key, "rows": len(vectors_nd), "dim": int(vectors_nd.shape[1]),
+               "params": cls.PARAMS, "usearch": usearch.__version__}  # fmt: skip
+        meta = path.with_suffix(".json")
+        if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
+            return cls(Index.restore(str(path), view=True), len(vectors_nd), threads)
+        print(
+            f"search: building an HNSW index of {len(vectors_nd)} shots into {path}",
+            file=sys.stderr,
+        )
+        built = cls.build(vectors_nd, threads, progress=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            built.index.save(str(temp))
+            os.replace(temp, path)
+        finally:
+            temp.unlink(missing_ok=True)
+        meta.write_text(json.dumps(key))
+        return built
 
     def search(
         self,
@@ -283,10 +309,14 @@ def index_available() -> bool:
 
 
 def build_index(
-    vectors_nd: np.ndarray, backend: str = "auto", progress: bool = False
+    vectors_nd: np.ndarray,
+    backend: str = "auto",
+    cache: Path | None = None,
+    cache_key: dict[str, Any] | None = None,
 ) -> ExactIndex | UsearchIndex:
     """The engine for ``vectors_nd``: exact below ``INDEX_MIN_ROWS`` (or when asked), else
-    an HNSW index; when usearch is missing, exact search with a one-line note on stderr."""
+    an HNSW index (kept at ``cache`` when given, so it is built once); when usearch is
+    missing, exact search with a one-line note on stderr."""
     if backend not in BACKENDS:
         raise SearchError(f"backend {backend!r}: expected one of {BACKENDS}")
     if backend == "exact" or (backend == "auto" and len(vectors_nd) < INDEX_MIN_ROWS):
@@ -302,7 +332,10 @@ def build_index(
             file=sys.stderr,
         )
         return ExactIndex(vectors_nd)
-    return UsearchIndex(vectors_nd, threads=os.cpu_count() or 0, progress=progress)
+    threads = os.cpu_count() or 0
+    if cache is not None:
+        return UsearchIndex.cached(vectors_nd, cache, cache_key or {}, threads)
+    return UsearchIndex.build(vectors_nd, threads)
 
 
 # -- the catalog -----------------------------------------------------------------------------
@@ -315,6 +348,9 @@ class Searcher:
 
     ``method="context"`` takes ``emb`` (an ``EmbeddingStore`` or its path) or, without it,
     computes the embeddings with ``embedder``; ``method="concat"`` needs only the store.
+    ``index_cache``: keep a built HNSW index in ``EMB/search_index/`` (local ``emb`` only),
+    reused while the vectors it was built from are unchanged; building one takes minutes
+    at 1M shots, a query against it microseconds (the CLI turns this on).
     """
 
     def __init__(
@@ -325,6 +361,7 @@ class Searcher:
         backend: str = "auto",
         embedder: Embedder | None = None,
         per_modality_norm: bool = False,
+        index_cache: bool = False,
     ):
         from mediafm_jax.embed import EmbeddingStore
 
@@ -340,7 +377,16 @@ class Searcher:
             self.vectors_nd = context_vectors(self.store, emb, embedder)
         else:
             self.vectors_nd = concat_vectors(self.store, per_modality_norm)
-        self.index = build_index(self.vectors_nd, backend)
+        cache, key = None, None
+        if index_cache and emb is not None and store_lib.is_local(emb.root):
+            cache = Path(emb.root) / "search_index" / f"{method}.usearch"
+            made = {
+                k: emb.manifest.get(k) for k in ("run", "step", "layers", "shot_store_checksum")
+            }
+            key = {"method": method, "store": self.store.manifest.get("checksums"),
+                   "per_modality_norm": per_modality_norm,
+                   "emb": made if method == "context" else None}  # fmt: skip
+        self.index = build_index(self.vectors_nd, backend, cache, key)
         self.times_s2 = self.store.shot_times()
 
     # -- queries ---------------------------------------------------------------------------

@@ -303,3 +303,28 @@ def test_bad_input_exits_2_with_one_line(store, emb, tmp_path, capsys):
         == 0
     )
     assert sheet.is_our_png(foreign)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("usearch"), reason="[search] extra not installed")
+def test_index_cache_is_built_once_and_reused(store, emb, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "emb"
+    shutil.copytree(emb.root, copy)
+    monkeypatch.setattr(search, "INDEX_MIN_ROWS", 100)  # the tiny catalog takes the index path
+    first = search.Searcher(store, str(copy), index_cache=True)
+    assert first.index.name == "usearch" and "building an HNSW index" in capsys.readouterr().err
+    saved = copy / "search_index" / "context.usearch"
+    stamp = saved.stat().st_mtime_ns
+    again = search.Searcher(store, str(copy), index_cache=True)
+    assert capsys.readouterr().err == "" and saved.stat().st_mtime_ns == stamp
+    title = store.title_ids[2]
+    exact = search.Searcher(store, emb, backend="exact").search(title, 4, k=10)
+    got = again.search(title, 4, k=10)
+    assert got[0].row == exact[0].row
+    assert len({h.row for h in got} & {h.row for h in exact}) >= 9
+    # other vectors (concat) get their own file; a changed key rebuilds
+    search.Searcher(store, str(copy), method="concat", index_cache=True)
+    assert (copy / "search_index" / "concat.usearch").is_file()
+    meta = saved.with_suffix(".json")
+    meta.write_text(json.dumps({"stale": True}))
+    search.Searcher(store, str(copy), index_cache=True)
+    assert "building" in capsys.readouterr().err and "stale" not in meta.read_text()
