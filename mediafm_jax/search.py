@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tqdm import tqdm
 
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore, StoreError
@@ -110,7 +111,8 @@ def concat_vectors(
     """Fused input vectors of every shot [S, F], read and fused chunk by chunk."""
     modalities = [(m.start, m.stop) for m in store.modalities]
     out_sf = np.empty((store.num_shots, store.num_features), np.float32)
-    for start in range(0, store.num_shots, chunk_rows):
+    starts = range(0, store.num_shots, chunk_rows)
+    for start in tqdm(starts, desc="fuse", unit="chunk", disable=None if len(starts) > 4 else True):
         stop = min(store.num_shots, start + chunk_rows)
         out_sf[start:stop] = fuse_rows(store.read_rows(start, stop), modalities, per_modality_norm)
     return out_sf
