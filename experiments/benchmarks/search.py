@@ -7,14 +7,16 @@ Data are clustered like a catalog's shots (a title's shots sit near each other, 
 a genre near each other): unit vectors around ``n / 500`` cluster centres that are
 themselves grouped in 32 genres; queries are fresh draws from the same clusters, not
 catalog rows. For each (size, dim): exact search (normalized float32 matmul in chunks,
-``mediafm_jax.search.exact_search``) gives the truth; each library reports its build
-time, queries/s (batched, ``--threads``), the ratio of its queries/s to exact's, and
-recall@10 against the truth. A library that is not installed is skipped with a line.
+``mediafm_jax.search.exact_search``) gives the truth; each engine reports its build
+time, queries/s (all queries in one batch, ``--threads``), the ratio of its queries/s to
+exact's, the median latency of single queries (``ms/1 q``: what one ``mediafm search``
+pays after loading), and recall@10 against the truth. A library that is not installed is skipped with a line.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import platform
@@ -109,6 +111,20 @@ LIBS: dict[str, tuple[str, Callable]] = {
 }
 
 
+def exact_ids(x_nd: np.ndarray, q_qd: np.ndarray, k: int) -> np.ndarray:
+    return exact_search(x_nd, q_qd, k)[0]
+
+
+def one_at_a_time_ms(search: Callable, q_qd: np.ndarray, count: int = 20) -> float:
+    """Median latency of single queries: what one `mediafm search` call pays."""
+    times = []
+    for q_d in q_qd[:count]:
+        t0 = time.perf_counter()
+        search(q_d[None], K)
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -131,16 +147,20 @@ def main() -> None:
     parser.add_argument("--libs", default="usearch,faiss-hnsw,hnswlib,faiss-ivf")
     args = parser.parse_args()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, threads={args.threads}")
-    header = f"{'n':>9} {'dim':>4} {'method':<11} {'build s':>8} {'q/s':>9} {'x exact':>8} {'recall@10':>10}"
+    header = f"{'n':>9} {'dim':>4} {'method':<11} {'build s':>8} {'q/s':>9} {'x exact':>8} {'ms/1 q':>9} {'recall@10':>10}"
     print(header)
     for n in (int(s) for s in args.sizes.split(",")):
         for dim in (int(d) for d in args.dims.split(",")):
             x_nd, q_qd = clustered(n, dim, args.queries)
+            exact_search(x_nd, q_qd[:2], K)  # warm-up: BLAS threads, page faults
             t0 = time.perf_counter()
             truth_qk, _ = exact_search(x_nd, q_qd, K)
             exact_qps = len(q_qd) / (time.perf_counter() - t0)
+            exact_ms = one_at_a_time_ms(functools.partial(exact_ids, x_nd), q_qd)
             print(
-                f"{n:>9} {dim:>4} {'exact':<11} {0.0:>8.1f} {exact_qps:>9.0f} {1.0:>8.2f} {1.0:>10.3f}"
+                f"{n:>9} {dim:>4} {'exact':<11} {0.0:>8.1f} {exact_qps:>9.0f} {1.0:>8.2f} "
+                f"{exact_ms:>9.2f} {1.0:>10.3f}",
+                flush=True,
             )
             for name in args.libs.split(","):
                 module, build = LIBS[name]
@@ -154,9 +174,10 @@ def main() -> None:
                 found_qk = search(q_qd, K)
                 qps = len(q_qd) / (time.perf_counter() - t0)
                 recall = recall_at_k(found_qk, truth_qk)
+                ms = one_at_a_time_ms(search, q_qd)
                 print(
                     f"{n:>9} {dim:>4} {name:<11} {built:>8.1f} {qps:>9.0f} "
-                    f"{qps / exact_qps:>8.1f} {recall:>10.3f}",
+                    f"{qps / exact_qps:>8.1f} {ms:>9.2f} {recall:>10.3f}",
                     flush=True,
                 )
                 del search
