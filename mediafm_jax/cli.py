@@ -319,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-title", action="store_true", help="skip the query's own title")
     p.add_argument(
         "--backend",
-        choices=("auto", "exact", "usearch"),
+        choices=("auto", "exact", "faiss"),
         default="auto",
         help="auto: exact below 200k shots, else an HNSW index when installed",
     )

@@ -12,10 +12,10 @@ unit-normed first, as ``objective.fuse`` does; unit-normed), for comparison.
 
 Two engines: exact search (a normalized float32 matmul over row chunks of 32k, so the
 temporary scores stay bounded whatever the catalog size) and, for large catalogs, an
-HNSW graph from ``usearch`` (the optional ``[search]`` extra). ``backend="auto"`` picks the
-index from ``INDEX_MIN_ROWS`` rows up, chosen by measuring (experiments/benchmarks/search.py,
-numbers in the README); without usearch installed it says so in one line and searches
-exactly.
+HNSW graph from ``faiss`` (faiss-cpu, the optional ``[search]`` extra). ``backend="auto"``
+picks the index from ``INDEX_MIN_ROWS`` rows up, chosen by measuring
+(experiments/benchmarks/search.py, numbers in the README); without faiss installed it says
+so in one line and searches exactly.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from mediafm_jax.embed import Embedder, EmbeddingStore
 
 METHODS = ("context", "concat")
-BACKENDS = ("auto", "exact", "usearch")
+BACKENDS = ("auto", "exact", "faiss")
 INDEX_MIN_ROWS = 200_000  # from here on "auto" builds an HNSW index (README: measured)
 CHUNK_ROWS = 32_768
 EPS = 1e-6
@@ -224,56 +224,56 @@ class ExactIndex:
         return exact_search(self.vectors_nd, queries_qd, k, exclude)
 
 
-class UsearchIndex:
-    """An HNSW graph (usearch, inner product on unit vectors, f32): approximate, fast.
+class FaissIndex:
+    """An HNSW graph (faiss ``IndexHNSWFlat``, inner product on unit float32 vectors).
 
     Exclusions are served by asking for ``k`` plus the excluded count and dropping them,
     so a query still gets ``k`` results.
     """
 
-    name = "usearch"
+    name = "faiss-hnsw"
+    PARAMS = {"M": 32, "ef_construction": 128, "ef_search": 128}
 
-    PARAMS = {"connectivity": 16, "expansion_add": 128, "expansion_search": 128}
-
-    def __init__(self, index, size: int, threads: int = 0):
+    def __init__(self, index, size: int):
         self.index = index
         self.size = size
-        self.threads = threads
+        self.index.hnsw.efSearch = self.PARAMS["ef_search"]
 
     @classmethod
-    def build(
-        cls, vectors_nd: np.ndarray, threads: int = 0, progress: bool = False
-    ) -> UsearchIndex:
-        from usearch.index import Index
+    def build(cls, vectors_nd: np.ndarray) -> FaissIndex:
+        import faiss
 
-        index = Index(ndim=vectors_nd.shape[1], metric="ip", dtype="f32", **cls.PARAMS)
-        keys = np.arange(len(vectors_nd), dtype=np.uint64)
-        index.add(keys, np.asarray(vectors_nd, np.float32), threads=threads, log=progress)
-        return cls(index, len(vectors_nd), threads)
+        index = faiss.IndexHNSWFlat(
+            vectors_nd.shape[1], cls.PARAMS["M"], faiss.METRIC_INNER_PRODUCT
+        )
+        index.hnsw.efConstruction = cls.PARAMS["ef_construction"]
+        for start in tqdm(
+            range(0, len(vectors_nd), CHUNK_ROWS), desc="index", unit="chunk", disable=None
+        ):
+            index.add(np.ascontiguousarray(vectors_nd[start : start + CHUNK_ROWS], np.float32))
+        return cls(index, len(vectors_nd))
 
     @classmethod
-    def cached(
-        cls, vectors_nd: np.ndarray, path: Path, key: dict[str, Any], threads: int = 0
-    ) -> UsearchIndex:
-        """The index saved at ``path`` when its key (what it was built from) matches,
-        memory-mapped; else built (with a progress line) and saved there atomically."""
-        import usearch
-        from usearch.index import Index
+    def cached(cls, vectors_nd: np.ndarray, path: Path, key: dict[str, Any]) -> FaissIndex:
+        """The index saved at ``path`` when its key (what it was built from) matches; else
+        built (with a progress bar) and saved there atomically."""
+        import faiss
 
         key = {**key, "rows": len(vectors_nd), "dim": int(vectors_nd.shape[1]),
-               "params": cls.PARAMS, "usearch": usearch.__version__}  # fmt: skip
+               "params": cls.PARAMS, "faiss": faiss.__version__}  # fmt: skip
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
-            return cls(Index.restore(str(path), view=True), len(vectors_nd), threads)
+            return cls(faiss.read_index(str(path)), len(vectors_nd))
         print(
             f"search: building an HNSW index of {len(vectors_nd)} shots into {path}",
             file=sys.stderr,
         )
-        built = cls.build(vectors_nd, threads, progress=True)
+        built = cls.build(vectors_nd)
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
-            built.index.save(str(temp))
+            faiss.write_index(built.index, str(temp))
+            meta.unlink(missing_ok=True)  # no moment where an old key vouches for a new file
             os.replace(temp, path)
         finally:
             temp.unlink(missing_ok=True)
@@ -286,18 +286,16 @@ class UsearchIndex:
         k: int,
         exclude: Sequence[tuple[int, int] | None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        queries_qd = np.atleast_2d(np.asarray(queries_qd, np.float32))
+        queries_qd = np.ascontiguousarray(np.atleast_2d(queries_qd), np.float32)
         spans = list(exclude) if exclude is not None else [None] * len(queries_qd)
         extra = max((b - a for a, b in (s for s in spans if s is not None)), default=0)
         want = min(self.size, k + extra)
-        matches = self.index.search(queries_qd, want, threads=self.threads)
-        keys_qw = np.asarray(matches.keys, np.int64).reshape(len(queries_qd), -1)
-        # usearch reports distances 1 - <q, x> for "ip".
-        scores_qw = 1.0 - np.asarray(matches.distances, np.float32).reshape(len(queries_qd), -1)
+        self.index.hnsw.efSearch = max(self.PARAMS["ef_search"], want)
+        scores_qw, keys_qw = self.index.search(queries_qd, want)
         ids = np.zeros((len(queries_qd), k), np.int64)
         scores = np.full((len(queries_qd), k), -np.inf, np.float32)
         for i, span in enumerate(spans):
-            ok = keys_qw[i] < self.size  # unfilled slots carry a sentinel key
+            ok = keys_qw[i] >= 0  # unfilled slots are -1
             if span is not None:
                 ok &= (keys_qw[i] < span[0]) | (keys_qw[i] >= span[1])
             ids_i, scores_i = _sorted_topk(scores_qw[i][ok][None], keys_qw[i][ok][None], k)
@@ -307,7 +305,7 @@ class UsearchIndex:
 
 
 def index_available() -> bool:
-    return importlib.util.find_spec("usearch") is not None
+    return importlib.util.find_spec("faiss") is not None
 
 
 def build_index(
@@ -315,29 +313,28 @@ def build_index(
     backend: str = "auto",
     cache: Path | None = None,
     cache_key: dict[str, Any] | None = None,
-) -> ExactIndex | UsearchIndex:
+) -> ExactIndex | FaissIndex:
     """The engine for ``vectors_nd``: exact below ``INDEX_MIN_ROWS`` (or when asked), else
-    an HNSW index (kept at ``cache`` when given, so it is built once); when usearch is
+    an HNSW index (kept at ``cache`` when given, so it is built once); when faiss is
     missing, exact search with a one-line note on stderr."""
     if backend not in BACKENDS:
         raise SearchError(f"backend {backend!r}: expected one of {BACKENDS}")
     if backend == "exact" or (backend == "auto" and len(vectors_nd) < INDEX_MIN_ROWS):
         return ExactIndex(vectors_nd)
     if not index_available():
-        if backend == "usearch":
+        if backend == "faiss":
             raise SearchError(
-                "backend 'usearch' is not installed (pip install 'mediafm-jax[search]')"
+                "backend 'faiss' is not installed (pip install 'mediafm-jax[search]')"
             )
         print(
-            f"search: {len(vectors_nd)} vectors but usearch is not installed "
+            f"search: {len(vectors_nd)} vectors but faiss is not installed "
             "(pip install 'mediafm-jax[search]'): exact search",
             file=sys.stderr,
         )
         return ExactIndex(vectors_nd)
-    threads = os.cpu_count() or 0
     if cache is not None:
-        return UsearchIndex.cached(vectors_nd, cache, cache_key or {}, threads)
-    return UsearchIndex.build(vectors_nd, threads)
+        return FaissIndex.cached(vectors_nd, cache, cache_key or {})
+    return FaissIndex.build(vectors_nd)
 
 
 # -- the catalog -----------------------------------------------------------------------------
@@ -352,7 +349,7 @@ class Searcher:
     computes the embeddings with ``embedder``; ``method="concat"`` needs only the store.
     ``index_cache``: keep a built HNSW index in ``EMB/search_index/`` (local ``emb`` only),
     reused while the vectors it was built from are unchanged; building one takes minutes
-    at 1M shots, a query against it microseconds (the CLI turns this on).
+    at 1M shots, a query against it under a millisecond (the CLI turns this on).
     """
 
     def __init__(
@@ -381,7 +378,7 @@ class Searcher:
             self.vectors_nd = concat_vectors(self.store, per_modality_norm)
         cache, key = None, None
         if index_cache and emb is not None and store_lib.is_local(emb.root):
-            cache = Path(emb.root) / "search_index" / f"{method}.usearch"
+            cache = Path(emb.root) / "search_index" / f"{method}.faiss"
             made = {
                 k: emb.manifest.get(k) for k in ("run", "step", "layers", "shot_store_checksum")
             }

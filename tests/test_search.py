@@ -121,14 +121,14 @@ def clustered(n, dim, seed):
     return search.unit_rows(x)
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("usearch"), reason="[search] extra not installed")
+@pytest.mark.skipif(not importlib.util.find_spec("faiss"), reason="[search] extra not installed")
 def test_index_agrees_with_exact_search():
     # recall@10 >= 0.95 on 4000 clustered vectors (the benchmark measures ~0.99 at 100k).
     x = clustered(4000, 48, 3)
     queries = clustered(200, 48, 4)
     exact_ids, _ = search.exact_search(x, queries, 10)
-    index = search.build_index(x, backend="usearch")
-    assert index.name == "usearch"
+    index = search.build_index(x, backend="faiss")
+    assert index.name == "faiss-hnsw"
     ids, scores = index.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_ids, strict=True)])
     assert recall >= 0.95
@@ -149,7 +149,7 @@ def test_auto_backend_falls_back_with_a_line(monkeypatch, capsys):
     index = search.build_index(x, backend="auto")
     assert index.name == "exact"
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "usearch is not installed" in err[0]
+    assert len(err) == 1 and "faiss is not installed" in err[0]
     assert search.build_index(x[:50], backend="auto").name == "exact"  # small: exact, silently
 
 
@@ -305,14 +305,14 @@ def test_bad_input_exits_2_with_one_line(store, emb, tmp_path, capsys):
     assert sheet.is_our_png(foreign)
 
 
-@pytest.mark.skipif(not importlib.util.find_spec("usearch"), reason="[search] extra not installed")
+@pytest.mark.skipif(not importlib.util.find_spec("faiss"), reason="[search] extra not installed")
 def test_index_cache_is_built_once_and_reused(store, emb, tmp_path, monkeypatch, capsys):
     copy = tmp_path / "emb"
     shutil.copytree(emb.root, copy)
     monkeypatch.setattr(search, "INDEX_MIN_ROWS", 100)  # the tiny catalog takes the index path
     first = search.Searcher(store, str(copy), index_cache=True)
-    assert first.index.name == "usearch" and "building an HNSW index" in capsys.readouterr().err
-    saved = copy / "search_index" / "context.usearch"
+    assert first.index.name == "faiss-hnsw" and "building an HNSW index" in capsys.readouterr().err
+    saved = copy / "search_index" / "context.faiss"
     stamp = saved.stat().st_mtime_ns
     again = search.Searcher(store, str(copy), index_cache=True)
     assert capsys.readouterr().err == "" and saved.stat().st_mtime_ns == stamp
@@ -323,7 +323,7 @@ def test_index_cache_is_built_once_and_reused(store, emb, tmp_path, monkeypatch,
     assert len({h.row for h in got} & {h.row for h in exact}) >= 9
     # other vectors (concat) get their own file; a changed key rebuilds
     search.Searcher(store, str(copy), method="concat", index_cache=True)
-    assert (copy / "search_index" / "concat.usearch").is_file()
+    assert (copy / "search_index" / "concat.faiss").is_file()
     meta = saved.with_suffix(".json")
     meta.write_text(json.dumps({"stale": True}))
     search.Searcher(store, str(copy), index_cache=True)
