@@ -175,10 +175,10 @@ def _cmd_search(args: argparse.Namespace) -> None:
     inputs = (args.store, args.emb, os.path.join(src, "thumbs") if src else None)
     if args.sheet:  # refuse a bad sheet path before any work
         sheet.check_sheet_path(args.sheet, args.overwrite, inputs)
+    query = search.resolve_query(store, store.shot_times(), args.title, args.shot, clip)
     searcher = search.Searcher(
         store, args.emb, method=args.method, backend=args.backend, index_cache=True
     )
-    query = searcher.resolve(args.title, args.shot, clip)
     hits = searcher.search(
         args.title, args.shot, k=args.k, clip=clip, exclude_title=args.exclude_title
     )
@@ -211,7 +211,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
         note = (
             f"{count} panels"
             if kind == "thumbnails"
-            else f"timeline of {count} titles (no thumbnails under {src}/thumbs)"
+            else f"timeline of {count} titles (no thumbnails found)"
         )
         print(f"sheet: {os.path.abspath(args.sheet)} ({note})", file=sys.stderr)
 

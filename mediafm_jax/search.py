@@ -342,6 +342,53 @@ def _time(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def resolve_query(
+    store: ShotStore,
+    times_s2: np.ndarray,
+    title: str | int | None,
+    shot: int | None = None,
+    clip: tuple[int, int] | None = None,
+) -> Query:
+    """Validates a query (title id or index; a shot or a clip ``(start, end)``); cheap,
+    so the CLI calls it before loading any vectors."""
+    if title is None:
+        raise SearchError("no query title given")
+    if isinstance(title, str):
+        if title not in store.title_ids:
+            raise SearchError(f"{store.root}: unknown title id {title!r}")
+        index = store.title_ids.index(title)
+    else:
+        if not 0 <= int(title) < store.num_titles:
+            raise SearchError(f"{store.root}: title index {title} out of range")
+        index = int(title)
+    length = store.title_length(index)
+    title_id = store.title_ids[index]
+    if (shot is None) == (clip is None):
+        raise SearchError("give either a shot or a clip (start, end), not both or neither")
+    if clip is None:
+        start, end = int(shot), int(shot) + 1
+        if not 0 <= start < length:
+            raise SearchError(
+                f"title {title_id!r}: shot {shot} out of range (it has {length} shots: 0-{length - 1})"
+            )
+    else:
+        start, end = (int(c) for c in clip)
+        if not 0 <= start < end <= length:
+            raise SearchError(
+                f"title {title_id!r}: clip {start}:{end} out of range "
+                f"(need 0 <= START < END <= {length})"
+            )
+    first = int(store.offsets[index])
+    return Query(
+        title_id,
+        index,
+        start,
+        end,
+        _time(times_s2[first + start, 0]),
+        _time(times_s2[first + end - 1, 1]),
+    )
+
+
 class Searcher:
     """A catalog's vectors and engine, built once and queried many times (notebooks).
 
@@ -392,44 +439,7 @@ class Searcher:
     def resolve(
         self, title: str | int, shot: int | None = None, clip: tuple[int, int] | None = None
     ) -> Query:
-        """Validates a query (title id or index; a shot or a clip ``(start, end)``)."""
-        store = self.store
-        if title is None:
-            raise SearchError("no query title given")
-        if isinstance(title, str):
-            if title not in store.title_ids:
-                raise SearchError(f"{store.root}: unknown title id {title!r}")
-            index = store.title_ids.index(title)
-        else:
-            if not 0 <= int(title) < store.num_titles:
-                raise SearchError(f"{store.root}: title index {title} out of range")
-            index = int(title)
-        length = store.title_length(index)
-        title_id = store.title_ids[index]
-        if (shot is None) == (clip is None):
-            raise SearchError("give either a shot or a clip (start, end), not both or neither")
-        if clip is None:
-            start, end = int(shot), int(shot) + 1
-            if not 0 <= start < length:
-                raise SearchError(
-                    f"title {title_id!r}: shot {shot} out of range (it has {length} shots: 0-{length - 1})"
-                )
-        else:
-            start, end = (int(c) for c in clip)
-            if not 0 <= start < end <= length:
-                raise SearchError(
-                    f"title {title_id!r}: clip {start}:{end} out of range "
-                    f"(need 0 <= START < END <= {length})"
-                )
-        first = int(store.offsets[index])
-        return Query(
-            title_id,
-            index,
-            start,
-            end,
-            _time(self.times_s2[first + start, 0]),
-            _time(self.times_s2[first + end - 1, 1]),
-        )
+        return resolve_query(self.store, self.times_s2, title, shot, clip)
 
     def query_vector(self, query: Query) -> np.ndarray:
         first = int(self.store.offsets[query.title])
