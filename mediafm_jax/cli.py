@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("auto", "exact", "faiss"),
         default="auto",
-        help="auto: exact below 200k shots, else an HNSW index when installed",
+        help="auto: exact below 200k shots, else a faiss IVF index when installed",
     )
     p.add_argument("--sheet", help="write a contact sheet (PNG) of the query and neighbours")
     p.add_argument("--src", help="ingest source with thumbs/ (default: the store's source)")

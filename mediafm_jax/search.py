@@ -12,7 +12,7 @@ unit-normed first, as ``objective.fuse`` does; unit-normed), for comparison.
 
 Two engines: exact search (a normalized float32 matmul over row chunks of 32k, so the
 temporary scores stay bounded whatever the catalog size) and, for large catalogs, an
-HNSW graph from ``faiss`` (faiss-cpu, the optional ``[search]`` extra). ``backend="auto"``
+inverted-file index from ``faiss`` (faiss-cpu, the optional ``[search]`` extra). ``backend="auto"``
 picks the index from ``INDEX_MIN_ROWS`` rows up, chosen by measuring
 (experiments/benchmarks/search.py, numbers in the README); without faiss installed it says
 so in one line and searches exactly.
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 METHODS = ("context", "concat")
 BACKENDS = ("auto", "exact", "faiss")
-INDEX_MIN_ROWS = 200_000  # from here on "auto" builds an HNSW index (README: measured)
+INDEX_MIN_ROWS = 200_000  # from here on "auto" builds a faiss IVF index (README: measured)
 CHUNK_ROWS = 32_768
 EPS = 1e-6
 
@@ -225,33 +225,36 @@ class ExactIndex:
 
 
 class FaissIndex:
-    """An HNSW graph (faiss ``IndexHNSWFlat``, inner product on unit float32 vectors).
+    """An inverted-file index (faiss ``IndexIVFFlat``, inner product on unit float32
+    vectors): ``4 sqrt(n)`` k-means lists, ``nprobe`` of them scanned per query.
 
-    Exclusions are served by asking for ``k`` plus the excluded count and dropping them,
-    so a query still gets ``k`` results.
+    Exclusions are served by asking for ``k`` plus the excluded count and dropping them;
+    a query left with fewer than ``k`` scans twice as many lists until it has ``k``.
     """
 
-    name = "faiss-hnsw"
-    PARAMS = {"M": 32, "ef_construction": 128, "ef_search": 128}
+    name = "faiss-ivf"
+    PARAMS = {"lists_per_sqrt_n": 4, "train_per_list": 64, "nprobe": 32, "seed": 0}
 
     def __init__(self, index, size: int):
         self.index = index
         self.size = size
-        self.index.hnsw.efSearch = self.PARAMS["ef_search"]
 
     @classmethod
     def build(cls, vectors_nd: np.ndarray) -> FaissIndex:
         import faiss
 
-        index = faiss.IndexHNSWFlat(
-            vectors_nd.shape[1], cls.PARAMS["M"], faiss.METRIC_INNER_PRODUCT
-        )
-        index.hnsw.efConstruction = cls.PARAMS["ef_construction"]
-        for start in tqdm(
-            range(0, len(vectors_nd), CHUNK_ROWS), desc="index", unit="chunk", disable=None
-        ):
+        n, dim = vectors_nd.shape
+        # k-means wants about 39+ points per list: small catalogs get fewer lists
+        lists = max(1, min(int(cls.PARAMS["lists_per_sqrt_n"] * math.sqrt(n)), n // 40))
+        rng = np.random.default_rng(cls.PARAMS["seed"])
+        sample = np.sort(rng.permutation(n)[: cls.PARAMS["train_per_list"] * lists])
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = cls.PARAMS["seed"]
+        index.train(np.ascontiguousarray(vectors_nd[sample], np.float32))
+        for start in tqdm(range(0, n, CHUNK_ROWS), desc="index", unit="chunk", disable=None):
             index.add(np.ascontiguousarray(vectors_nd[start : start + CHUNK_ROWS], np.float32))
-        return cls(index, len(vectors_nd))
+        return cls(index, n)
 
     @classmethod
     def cached(cls, vectors_nd: np.ndarray, path: Path, key: dict[str, Any]) -> FaissIndex:
@@ -265,7 +268,7 @@ class FaissIndex:
         if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
             return cls(faiss.read_index(str(path)), len(vectors_nd))
         print(
-            f"search: building an HNSW index of {len(vectors_nd)} shots into {path}",
+            f"search: building an IVF index of {len(vectors_nd)} shots into {path}",
             file=sys.stderr,
         )
         built = cls.build(vectors_nd)
@@ -290,16 +293,21 @@ class FaissIndex:
         spans = list(exclude) if exclude is not None else [None] * len(queries_qd)
         extra = max((b - a for a, b in (s for s in spans if s is not None)), default=0)
         want = min(self.size, k + extra)
-        self.index.hnsw.efSearch = max(self.PARAMS["ef_search"], want)
-        scores_qw, keys_qw = self.index.search(queries_qd, want)
-        ids = np.zeros((len(queries_qd), k), np.int64)
-        scores = np.full((len(queries_qd), k), -np.inf, np.float32)
-        for i, span in enumerate(spans):
-            ok = keys_qw[i] >= 0  # unfilled slots are -1
-            if span is not None:
-                ok &= (keys_qw[i] < span[0]) | (keys_qw[i] >= span[1])
-            ids_i, scores_i = _sorted_topk(scores_qw[i][ok][None], keys_qw[i][ok][None], k)
-            ids[i, : ids_i.shape[1]], scores[i, : ids_i.shape[1]] = ids_i[0], scores_i[0]
+        nprobe = min(self.PARAMS["nprobe"], self.index.nlist)
+        while True:
+            self.index.nprobe = nprobe
+            scores_qw, keys_qw = self.index.search(queries_qd, want)
+            ids = np.zeros((len(queries_qd), k), np.int64)
+            scores = np.full((len(queries_qd), k), -np.inf, np.float32)
+            for i, span in enumerate(spans):
+                ok = keys_qw[i] >= 0  # unfilled slots are -1
+                if span is not None:
+                    ok &= (keys_qw[i] < span[0]) | (keys_qw[i] >= span[1])
+                ids_i, scores_i = _sorted_topk(scores_qw[i][ok][None], keys_qw[i][ok][None], k)
+                ids[i, : ids_i.shape[1]], scores[i, : ids_i.shape[1]] = ids_i[0], scores_i[0]
+            if np.isfinite(scores).all() or nprobe >= self.index.nlist:
+                break
+            nprobe = min(2 * nprobe, self.index.nlist)
         keep = np.isfinite(scores).all(0)
         return ids[:, keep], scores[:, keep]
 
@@ -315,7 +323,7 @@ def build_index(
     cache_key: dict[str, Any] | None = None,
 ) -> ExactIndex | FaissIndex:
     """The engine for ``vectors_nd``: exact below ``INDEX_MIN_ROWS`` (or when asked), else
-    an HNSW index (kept at ``cache`` when given, so it is built once); when faiss is
+    a faiss IVF index (kept at ``cache`` when given, so it is built once); when faiss is
     missing, exact search with a one-line note on stderr."""
     if backend not in BACKENDS:
         raise SearchError(f"backend {backend!r}: expected one of {BACKENDS}")
@@ -394,7 +402,7 @@ class Searcher:
 
     ``method="context"`` takes ``emb`` (an ``EmbeddingStore`` or its path) or, without it,
     computes the embeddings with ``embedder``; ``method="concat"`` needs only the store.
-    ``index_cache``: keep a built HNSW index in ``EMB/search_index/`` (local ``emb`` only),
+    ``index_cache``: keep a built index in ``EMB/search_index/`` (local ``emb`` only),
     reused while the vectors it was built from are unchanged; building one takes minutes
     at 1M shots, a query against it under a millisecond (the CLI turns this on).
     """

@@ -128,7 +128,7 @@ def test_index_agrees_with_exact_search():
     queries = clustered(200, 48, 4)
     exact_ids, _ = search.exact_search(x, queries, 10)
     index = search.build_index(x, backend="faiss")
-    assert index.name == "faiss-hnsw"
+    assert index.name == "faiss-ivf"
     ids, scores = index.search(queries, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact_ids, strict=True)])
     assert recall >= 0.95
@@ -311,7 +311,7 @@ def test_index_cache_is_built_once_and_reused(store, emb, tmp_path, monkeypatch,
     shutil.copytree(emb.root, copy)
     monkeypatch.setattr(search, "INDEX_MIN_ROWS", 100)  # the tiny catalog takes the index path
     first = search.Searcher(store, str(copy), index_cache=True)
-    assert first.index.name == "faiss-hnsw" and "building an HNSW index" in capsys.readouterr().err
+    assert first.index.name == "faiss-ivf" and "building an IVF index" in capsys.readouterr().err
     saved = copy / "search_index" / "context.faiss"
     stamp = saved.stat().st_mtime_ns
     again = search.Searcher(store, str(copy), index_cache=True)
