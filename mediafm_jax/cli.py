@@ -7,6 +7,7 @@ wrong and where, and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -155,6 +156,75 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         print(f"report: {args.out}/report.json, {args.out}/report.md, {args.out}/report.png")
 
 
+def _parse_clip(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start), int(end)
+    except ValueError:
+        raise UsageError(f"--clip {text}: expected START:END shot indices, e.g. 10:14") from None
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    import json
+
+    from mediafm_jax import search, sheet
+    from mediafm_jax.data.store import ShotStore
+
+    if args.k < 1:
+        raise UsageError(f"--k {args.k}: need at least 1 neighbour")
+    if (args.shot is None) == (args.clip is None):
+        raise UsageError("give --shot I or --clip START:END (one of them)")
+    clip = _parse_clip(args.clip) if args.clip is not None else None
+    store = ShotStore(args.store)
+    src = args.src or store.manifest.get("source")
+    if args.src and not os.path.isdir(args.src):
+        raise UsageError(f"--src {args.src}: folder does not exist")
+    inputs = (args.store, args.emb, os.path.join(src, "thumbs") if src else None)
+    if args.sheet:  # refuse a bad sheet path before any work
+        sheet.check_sheet_path(args.sheet, args.overwrite, inputs)
+    query = search.resolve_query(store, store.shot_times(), args.title, args.shot, clip)
+    searcher = search.Searcher(
+        store, args.emb, method=args.method, backend=args.backend, index_cache=True
+    )
+    hits = searcher.search(
+        args.title, args.shot, k=args.k, clip=clip, exclude_title=args.exclude_title
+    )
+    table = search.format_hits(query, hits, args.method, searcher.index.name, store.num_shots)
+    if args.json:
+        record = {
+            "query": query.as_dict(),
+            "method": args.method,
+            "engine": searcher.index.name,
+            "hits": [h.as_dict() for h in hits],
+        }
+        print(json.dumps(record))
+    else:
+        print(table)
+    if args.sheet:
+        if src is None or not os.path.isdir(src):
+            where = f"source {src} is gone" if src else "no --src and the store names no source"
+            print(f"search: {where}: no thumbnails, drawing a timeline", file=sys.stderr)
+            src = None
+        kind, count = sheet.write_sheet(
+            args.sheet,
+            query,
+            hits,
+            store,
+            src,
+            header=table.splitlines()[0],
+            overwrite=args.overwrite,
+            inputs=inputs,
+        )
+        note = (
+            f"{count} panels"
+            if kind == "thumbnails"
+            else f"timeline of {count} titles (no thumbnails found)"
+        )
+        print(f"sheet: {os.path.abspath(args.sheet)} ({note})", file=sys.stderr)
+
+
 def _cmd_plan(args: argparse.Namespace) -> None:
     from mediafm_jax import config as config_lib
     from mediafm_jax import plan
@@ -267,6 +337,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("search", help="nearest shots to a shot or clip, by cosine")
+    p.add_argument("--emb", required=True, help="embedding store from `mediafm embed`")
+    p.add_argument("--store", required=True, help="the shot store it was embedded from")
+    p.add_argument("--title", required=True, help="title id of the query")
+    p.add_argument("--shot", type=int, help="query shot index within the title")
+    p.add_argument("--clip", help="query clip START:END (shots, END exclusive): mean of its shots")
+    p.add_argument("--k", type=int, default=10, help="neighbours (default %(default)s)")
+    p.add_argument(
+        "--method",
+        choices=("context", "concat"),
+        default="context",
+        help="context: in-context embeddings; concat: fused input vectors (baseline)",
+    )
+    p.add_argument("--exclude-title", action="store_true", help="skip the query's own title")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "exact", "faiss"),
+        default="auto",
+        help="auto: exact below 200k shots, else a faiss IVF index when installed",
+    )
+    p.add_argument("--sheet", help="write a contact sheet (PNG) of the query and neighbours")
+    p.add_argument("--src", help="ingest source with thumbs/ (default: the store's source)")
+    p.add_argument("--overwrite", action="store_true", help="let --sheet replace any file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("plan", help="parameters, FLOPs, memory and input bandwidth on a target")
     p.add_argument("--config", required=True)

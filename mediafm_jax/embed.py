@@ -230,6 +230,13 @@ class Embedder:
             return self.embed_title(store, index)[start:end].mean(0)
         return self.embed_clips(store, [(index, start, end)])[0]
 
+    def search(self, store, emb=None, title=None, shot=None, k: int = 10, **options):
+        """Nearest shots by cosine: ``mediafm_jax.search.search`` with this run (which
+        computes the embeddings when ``emb``, an embedding store, is not given)."""
+        from mediafm_jax.search import search
+
+        return search(store, emb, title, shot, k, embedder=self, **options)
+
 
 def load(run_dir: str | Path, step: int | None = None, layers: str = "last") -> Embedder:
     """Restores a run's encoder for notebooks: ``load(run).embed_title(store, "tt123")``."""
