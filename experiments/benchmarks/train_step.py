@@ -28,6 +28,8 @@ import time
 
 import numpy as np
 
+from mediafm_jax import masking
+
 CONFIGS = {
     # name: (hidden, layers, heads, mlp, window, batch, fused)
     "small": (128, 4, 4, 512, 256, 16, 384),
@@ -64,14 +66,12 @@ def make_batch(batch, window, fused, seed=0):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(window // 2, window + 1, batch)
     valid = np.arange(window)[None] < lengths[:, None]
-    masked = np.zeros((batch, window), bool)
-    for i, n in enumerate(lengths):
-        masked[i, rng.choice(n, max(1, round(0.2 * n)), replace=False)] = True
+    targets = masking.draw_targets(rng, valid, 0.2)
     return {
         "shots": (rng.normal(size=(batch, window, fused)) * valid[..., None]).astype(np.float16),
         "present": np.ones((batch, window, 3), np.uint8),
         "valid": valid,
-        "masked": masked,
+        "targets": targets,
         "title_embedding": rng.normal(size=(batch, 128)).astype(np.float16),
         "title_index": np.arange(batch, dtype=np.int32),
         "window_start": np.zeros(batch, np.int32),
@@ -165,8 +165,10 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
             self.blocks = nn.ModuleList(Block() for _ in range(layers))
             self.out = nn.Linear(hidden, fused)
 
-        def forward(self, shots, valid, masked, title):
+        def forward(self, shots, valid, targets, title):
             fused_in = F.normalize(shots.float(), dim=-1, eps=1e-6)
+            positions = torch.arange(window, device=shots.device)
+            masked = (positions[None, :, None] == targets[:, None, :]).any(-1)
             x = self.inp(fused_in)
             x = torch.where(masked[..., None], self.mask, x)
             b = x.shape[0]
@@ -180,9 +182,8 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
             for blk in self.blocks:
                 x = blk(x, attn_mask)
             hidden_states = self.ln_out(x)[:, 2:]
-            k = max(1, round(0.2 * window))
-            pos = torch.topk(masked.float(), k, dim=1).indices
-            weight = torch.gather(masked, 1, pos).float()
+            pos = targets.clamp(min=0).long()
+            weight = (targets >= 0).float()
             pred = self.out(torch.gather(hidden_states, 1, pos[..., None].expand(-1, -1, hidden)))
             target = torch.gather(fused_in, 1, pos[..., None].expand(-1, -1, fused))
             cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
@@ -207,7 +208,7 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
         t0 = time.perf_counter()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             loss = model(
-                tensors["shots"], tensors["valid"], tensors["masked"], tensors["title_embedding"]
+                tensors["shots"], tensors["valid"], tensors["targets"], tensors["title_embedding"]
             )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
