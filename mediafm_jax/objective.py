@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -85,6 +86,12 @@ def msm_loss(
     """
     keys = jax.random.split(key, 3) if key is not None else (None, None, None)
     dims = model.dims
+    chex.assert_rank(batch["shots"], 3)
+    b, w, _ = batch["shots"].shape
+    chex.assert_shape(batch["present"], (b, w, len(dims.modalities)))
+    chex.assert_shape(batch["valid"], (b, w))
+    chex.assert_shape(batch["targets"], (b, None))
+    chex.assert_axis_dimension_lteq(batch["targets"], 1, w)
     # A shot with no modality present (MovieNet: no dialogue) has no target to reconstruct:
     # leaving it in would add a constant 1 to the loss and dilute every average.
     has_target_bw = (batch["present"] > 0).any(-1)

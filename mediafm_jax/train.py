@@ -74,7 +74,9 @@ class TrainSetup:
         state_shardings = {
             "step": replicated,
             "params": param_shardings,
-            "opt_state": sharding.tree_shardings_like_params(abstract_opt, param_shardings, mesh),
+            "opt_state": sharding.opt_state_shardings(
+                optimizer, abstract_opt, param_shardings, mesh
+            ),
         }
         abstract_state = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
