@@ -243,11 +243,7 @@ class EmbeddingStore:
         self.title_ids: list[str] = manifest["title_ids"]
 
     def _read(self, name: str) -> np.ndarray:
-        import tensorstore as ts
-
-        spec = {"driver": "zarr3", "kvstore": store_lib.kvstore_spec(self.root)}
-        spec["kvstore"]["path"] += name + "/"
-        return np.asarray(ts.open(spec, open=True, read=True).result().read().result())
+        return np.asarray(store_lib.open_array(self.root, name).read().result())
 
     def shot_embeddings(self) -> np.ndarray:
         return self._read("shot_embedding")

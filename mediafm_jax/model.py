@@ -6,7 +6,7 @@ embedding LayerNorm -> Transformer blocks -> final LayerNorm (pre-LN) -> hidden 
 ``predict`` maps hidden states back to the fused space; the objective calls it only at the
 masked positions.
 
-Every parameter carries logical axis names (``sharding`` metadata); ``sharding.py`` maps
+Every parameter carries logical axis names (``axes`` metadata); ``sharding.py`` maps
 them onto the mesh. Shape suffixes: b batch, w shots, t tokens (2 + w), h hidden, n heads,
 d head dim, m mlp, f fused features, g title dim.
 """

@@ -31,8 +31,6 @@ def make_batch(seed=0, b=3, w=12, lengths=(12, 7, 3)):
         "valid": valid,
         "targets": masking.targets_from_mask(masked, masking.max_targets(w, 0.5)),
         "title_embedding": rng.normal(size=(b, DIMS.title)).astype(np.float16),
-        "title_index": np.arange(b, dtype=np.int32),
-        "window_start": np.zeros(b, np.int32),
     }
 
 

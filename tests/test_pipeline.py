@@ -41,7 +41,8 @@ def test_windows_and_masks(long_short_store):
     ds = pipeline.make_dataset(
         long_short_store, global_batch_size=4, max_shots=512, seed=0, split=None
     )
-    assert pipeline.windows_per_epoch(long_short_store, None, 512) == 4 + 1
+    lengths = np.diff(long_short_store.offsets)
+    assert len(pipeline.window_table(lengths, np.arange(2), 512)) == 4 + 1
     seen_short = seen_long = False
     for batch in _batches(ds, 10):
         assert batch["targets"].shape == (4, masking.max_targets(512, 0.2)) == (4, 102)
@@ -51,16 +52,15 @@ def test_windows_and_masks(long_short_store):
             listed = batch["targets"][i][batch["targets"][i] >= 0]
             assert (np.diff(listed) > 0).all() and (batch["targets"][i][len(listed) :] == -1).all()
             length = int(valid.sum())
-            title = int(batch["title_index"][i])
-            assert length == (130 if title == 1 else 512)
+            assert length in (130, 512)  # the short title whole, or a window of the long one
             assert valid[:length].all() and not valid[length:].any()
             assert masked.sum() == round(0.2 * length) >= 1
             assert not (masked & ~valid).any()
             assert not batch["shots"][i, length:].any()
-            if title == 0:
+            if length == 512:
+                # Column 0 holds the row number (fp16 holds integers exactly up to 2048).
                 rows = batch["shots"][i, :length, 0].astype(np.float32)
-                start = int(batch["window_start"][i])
-                # fp16 holds integers exactly up to 2048.
+                start = int(rows[0])
                 np.testing.assert_array_equal(rows, np.arange(start, start + length))
                 assert 0 <= start <= 1700 - 512
                 seen_long = True
@@ -99,7 +99,8 @@ def test_masks_deterministic_for_seed(tiny_store):
     b = pipeline.make_dataset(shots, global_batch_size=2, max_shots=128, seed=7)
     c = pipeline.make_dataset(shots, global_batch_size=2, max_shots=128, seed=8)
     for i in (0, 5, 40):
-        for key in ("targets", "shots", "window_start", "title_index"):
+        assert set(a[i]) == {"shots", "present", "valid", "title_embedding", "targets"}
+        for key in a[i]:
             np.testing.assert_array_equal(a[i][key], b[i][key])
     assert any(not np.array_equal(a[i]["targets"], c[i]["targets"]) for i in range(5))
 
@@ -108,7 +109,14 @@ def test_split_selection(tiny_store, tiny_source):
     shots = store.ShotStore(tiny_store)
     splits = [json.loads(line)["split"] for line in (tiny_source / "titles.jsonl").open()]
     ds = pipeline.make_dataset(shots, global_batch_size=2, max_shots=64, seed=0, split="train")
-    titles = {int(t) for i in range(30) for t in ds[i]["title_index"]}
+    # A batch row's title, found by its title embedding (distinct per title here).
+    table = shots.title_embedding.astype(np.float16)
+    assert len(np.unique(table, axis=0)) == len(table)
+    titles = {
+        int(np.flatnonzero((table == row).all(1))[0])
+        for i in range(30)
+        for row in ds[i]["title_embedding"]
+    }
     assert titles and all(splits[t] == "train" for t in titles)
 
 

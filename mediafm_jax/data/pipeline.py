@@ -104,7 +104,8 @@ def read_batch(
 ) -> dict[str, np.ndarray]:
     """Reads drawn windows into the §3.3 batch; padding rows are zero.
 
-    ``targets`` come along when the windows carry them (inference windows do not).
+    The batch holds only what the device reads: shots, present, valid, title_embedding,
+    and ``targets`` when the windows carry them (inference windows do not).
     """
     b, w = len(windows["title"]), max_shots
     # Not zeros: every valid row is overwritten below, so only padding rows are cleared.
@@ -123,18 +124,10 @@ def read_batch(
         "present": present,
         "valid": np.arange(w)[None, :] < windows["length"][:, None],
         "title_embedding": store.title_embedding[windows["title"]].astype(np.float16),
-        "title_index": windows["title"].astype(np.int32),
-        "window_start": windows["start"].astype(np.int32),
     }
     if "targets" in windows:
         batch["targets"] = windows["targets"]
     return batch
-
-
-def windows_per_epoch(store: ShotStore, split: str | None, max_shots: int) -> int:
-    titles = np.asarray(store.titles_in_split(split), np.int64)
-    lengths = store.offsets[titles + 1] - store.offsets[titles]
-    return int(np.maximum(1, -(-lengths // max_shots)).sum())
 
 
 def make_dataset(

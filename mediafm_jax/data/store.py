@@ -97,6 +97,13 @@ def create_array(root: str, name: str, shape: Sequence[int], dtype: str, shard_r
     return ts.open(_array_spec(root, name, shape, dtype, rows), context=_context()).result()
 
 
+def open_array(root: str, name: str):
+    """Opens one existing array of a store (shots or embeddings) for reading."""
+    spec = {"driver": "zarr3", "kvstore": kvstore_spec(root)}
+    spec["kvstore"]["path"] += name + "/"
+    return ts.open(spec, context=_context(), open=True, read=True).result()
+
+
 def read_manifest(root: str) -> dict[str, Any] | None:
     kv = ts.KvStore.open(kvstore_spec(root)).result()
     result = kv.read(MANIFEST).result()
@@ -160,9 +167,7 @@ class ShotStore:
 
     def _array(self, name: str):
         if name not in self._handles:
-            spec = {"driver": "zarr3", "kvstore": kvstore_spec(self.root)}
-            spec["kvstore"]["path"] += name + "/"
-            self._handles[name] = ts.open(spec, context=_context(), open=True, read=True).result()
+            self._handles[name] = open_array(self.root, name)
         return self._handles[name]
 
     def _read_all(self, name: str) -> np.ndarray:
