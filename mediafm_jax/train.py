@@ -32,6 +32,7 @@ from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import NonFiniteLossError
 from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.objective import msm_loss
+from mediafm_jax.streams import step_key
 
 
 def data_dims(store: ShotStore) -> DataDims:
@@ -146,11 +147,6 @@ class TrainSetup:
             out_shardings=(self.state_shardings, replicated),
             donate_argnums=(0,),
         )
-
-
-def step_key(seed: int, step: int) -> jax.Array:
-    """The step's randomness (corruption, dropout) depends only on (seed, step)."""
-    return jax.random.fold_in(jax.random.key(seed + 7919), step)
 
 
 # ---------------------------------------------------------------------------------------

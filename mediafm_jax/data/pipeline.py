@@ -23,7 +23,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from mediafm_jax import masking
+from mediafm_jax import masking, streams
 from mediafm_jax.data.store import ShotStore
 
 
@@ -44,13 +44,14 @@ def draw_windows(
 ) -> dict[str, np.ndarray]:
     """Window starts and target positions of global batch ``index``, vectorized.
 
-    One generator per global batch, seeded by (seed, index): every host draws the same
-    global batch and takes its rows, so the draw does not depend on the host count.
+    One generator per global batch, ``streams.data_rng(seed, index)``: every host draws
+    the same global batch and takes its rows, so the draw does not depend on the host
+    count.
     ``offsets`` are the store's title offsets (title t is shots offsets[t]:offsets[t+1]);
     ``has_content`` (bool per shot of the store, in store order) limits the targets to
     shots with at least one modality (see ``masking``).
     """
-    rng = np.random.default_rng([seed, index])
+    rng = streams.data_rng(seed, index)
     total = offsets[titles + 1] - offsets[titles]
     length = np.minimum(total, max_shots)
     start = np.floor(rng.random(len(titles)) * (total - length + 1)).astype(np.int64)
@@ -151,7 +152,7 @@ def make_dataset(
         raise ValueError(f"{store.root}: no titles in split {split!r}")
     lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
     table = window_table(lengths[titles], titles, max_shots)
-    reader = _ReadHostShare(store, max_shots, mask_ratio, seed + 1, process_index, process_count)
+    reader = _ReadHostShare(store, max_shots, mask_ratio, seed, process_index, process_count)
     return (
         grain.MapDataset.source(table)
         .shuffle(seed=seed)
