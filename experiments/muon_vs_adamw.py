@@ -63,24 +63,11 @@ def main() -> None:
     for kind, records in curves.items():
         muon = f"{muon_lr:.1e}" if kind == "muon_adamw" else "-"
         print(f"{kind:<12} {lrs[kind]:>8.1e} {muon:>8} {final(records):>34.4f}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for kind, records in curves.items():
-        ax.plot(
-            [r["step"] for r in records],
-            [r["loss"] for r in records],
-            label=f"{kind} (lr {lrs[kind]:.0e})",
-        )
-    ax.set_xlabel("step")
-    ax.set_ylabel("masked cosine distance")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "muon_vs_adamw.png", dpi=120)
+    train.plot_loss_curve(
+        {f"{kind} (lr {lrs[kind]:.0e})": out / kind / "metrics.jsonl" for kind in curves},
+        out / "muon_vs_adamw.png",
+        title="Muon + AdamW vs AdamW",
+    )
     (out / "summary.json").write_text(
         json.dumps({k: {"lr": lrs[k], "final_loss": final(v)} for k, v in curves.items()})
     )

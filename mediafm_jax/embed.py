@@ -153,12 +153,7 @@ class Embedder:
     ) -> dict[str, np.ndarray]:
         """Padded windows (title, start, length) -> the encoder's inputs, as in training."""
         title, start, length = (np.array(column, np.int64) for column in zip(*spans, strict=True))
-        windows = {
-            "title": title,
-            "start": start,
-            "length": length,
-            "masked": np.zeros((len(spans), width), bool),
-        }
+        windows = {"title": title, "start": start, "length": length}
         return pipeline.read_batch(store, windows, width)
 
     def embed_titles(

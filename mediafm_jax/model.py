@@ -6,7 +6,7 @@ embedding LayerNorm -> Transformer blocks -> final LayerNorm (pre-LN) -> hidden 
 ``predict`` maps hidden states back to the fused space; the objective calls it only at the
 masked positions.
 
-Every parameter carries logical axis names (``sharding`` metadata); ``sharding.py`` maps
+Every parameter carries logical axis names (``axes`` metadata); ``sharding.py`` maps
 them onto the mesh. Shape suffixes: b batch, w shots, t tokens (2 + w), h hidden, n heads,
 d head dim, m mlp, f fused features, g title dim.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -161,7 +162,12 @@ class Encoder(nnx.Module):
         ``return_all_layers`` also returns the stack [L + 1, B, 2 + W, H] of every
         layer's output (embedding layer first), for probing a mean over layers.
         """
+        chex.assert_shape(fused_bwf, (None, None, self.dims.fused))
         b, w, _ = fused_bwf.shape
+        chex.assert_shape(valid_bw, (b, w))
+        chex.assert_shape(title_bg, (b, self.dims.title))
+        if mask_bw is not None:
+            chex.assert_shape(mask_bw, (b, w))
         if w > self.config.max_shots:
             raise ValueError(f"window of {w} shots exceeds model.max_shots={self.config.max_shots}")
         dtype = jnp.dtype(self.config.compute_dtype)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import chex
 import jax
 import jax.numpy as jnp
 
+from mediafm_jax import masking
 from mediafm_jax.config import ObjectiveConfig
 from mediafm_jax.model import NUM_SPECIAL, DataDims, Encoder
 
@@ -40,11 +42,6 @@ def fuse(shots_bwf, present_bwm, dims: DataDims, config: ObjectiveConfig, drop_k
             parts = [p * keep_bwm[..., i : i + 1] for i, p in enumerate(parts)]
         x_bwf = jnp.concatenate(parts, axis=-1)
     return x_bwf / (jnp.linalg.norm(x_bwf, axis=-1, keepdims=True) + EPS)
-
-
-def max_selected(window: int, ratio: float) -> int:
-    """An upper bound on selected shots per window (the pipeline's count at full length)."""
-    return max(1, min(window, int(round(ratio * window))))
 
 
 def corrupt(fused_bwf, valid_bw, masked_bw, config: ObjectiveConfig, key):
@@ -80,17 +77,26 @@ def msm_loss(
     key=None,
     train: bool = True,
 ):
-    """Mean (1 - cos) over selected, valid shots with content; returns (loss, metrics).
+    """Mean (1 - cos) over the listed targets that are valid and have content; (loss, metrics).
 
-    ``key`` drives corruption, modality drop-out and dropout; None gives the plain
-    [MASK]-only forward pass (evaluation, and the float64 reference in the tests).
+    ``batch["targets"]`` [B, K] lists the target positions (``masking``); every listed
+    shot is predicted, none beyond them. ``key`` drives corruption, modality drop-out and
+    dropout; None gives the plain [MASK]-only forward pass (evaluation, and the float64
+    reference in the tests).
     """
     keys = jax.random.split(key, 3) if key is not None else (None, None, None)
     dims = model.dims
+    chex.assert_rank(batch["shots"], 3)
+    b, w, _ = batch["shots"].shape
+    chex.assert_shape(batch["present"], (b, w, len(dims.modalities)))
+    chex.assert_shape(batch["valid"], (b, w))
+    chex.assert_shape(batch["targets"], (b, None))
+    chex.assert_axis_dimension_lteq(batch["targets"], 1, w)
     # A shot with no modality present (MovieNet: no dialogue) has no target to reconstruct:
     # leaving it in would add a constant 1 to the loss and dilute every average.
     has_target_bw = (batch["present"] > 0).any(-1)
-    valid_bw, masked_bw = batch["valid"], batch["masked"] & batch["valid"] & has_target_bw
+    targets_bk, valid_bw = batch["targets"], batch["valid"]
+    masked_bw = masking.target_mask(targets_bk, valid_bw.shape[1]) & valid_bw & has_target_bw
     target_bwf = fuse(batch["shots"], batch["present"], dims, config)
     inputs_bwf = (
         fuse(batch["shots"], batch["present"], dims, config, keys[0]) if train else target_bwf
@@ -105,10 +111,10 @@ def msm_loss(
         mask_bw=use_mask_bw,
         dropout_key=keys[2] if train else None,
     )
-    k = max_selected(masked_bw.shape[1], config.mask_ratio)
-    # Positions of the selected shots first (top_k of a 0/1 score), at most k per window.
-    _, pos_bk = jax.lax.top_k(masked_bw.astype(jnp.float32), k)
-    weight_bk = jnp.take_along_axis(masked_bw, pos_bk, axis=1).astype(jnp.float32)
+    pos_bk = jnp.maximum(targets_bk, 0)  # -1 (no target) reads position 0 at weight 0
+    weight_bk = (jnp.take_along_axis(masked_bw, pos_bk, axis=1) & (targets_bk >= 0)).astype(
+        jnp.float32
+    )
     hidden_bkh = jnp.take_along_axis(hidden_bth[:, NUM_SPECIAL:], pos_bk[..., None], axis=1)
     pred_bkf = model.predict(hidden_bkh)
     target_bkf = jnp.take_along_axis(target_bwf, pos_bk[..., None], axis=1)

@@ -1,6 +1,7 @@
 """`mediafm plan`: what a config costs on a target, before renting it.
 
-Parameters (exact, from the model itself), training FLOPs per shot, memory per device
+Parameters (exact: counted on the model itself, built abstractly; the Muon share by the
+optimizer's own partition rule), training FLOPs per shot, memory per device
 (parameters, gradients, optimizer state, activations with and without remat), shots/s per
 host at a target MFU, the input bandwidth that implies, and whether the catalog fits in
 host RAM. Estimates are first-order: they say which resource binds, not the last percent.
@@ -11,7 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
+from flax import nnx
+
+from mediafm_jax import optim
 from mediafm_jax.config import ExperimentConfig
+from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.sharding import resolve_mesh_shape
 
 
@@ -50,32 +56,40 @@ class Plan:
 
 
 def count_params(config: ExperimentConfig, fused: int, title: int) -> tuple[int, int, int]:
-    """(all params, matmul params of the blocks, Muon params), by formula."""
-    m = config.model
-    h, f = m.hidden_size, m.mlp_size
-    block_matrices = 4 * h * h + 2 * h * f
-    block_other = 3 * h + f + h + 4 * h  # q/v/o biases, mlp biases, two LayerNorms
-    blocks = m.num_layers * (block_matrices + block_other)
-    embed = fused * h + h + max(title, 1) * h + h + 2 * h + (m.max_shots + 2) * h + 2 * h
-    final = 0 if m.post_ln else 2 * h
-    output = h * fused + fused
-    return (
-        blocks + embed + final + output,
-        m.num_layers * block_matrices,
-        m.num_layers * block_matrices,
-    )
+    """(all params, params of the block matrices, params Muon trains), counted on the model.
+
+    The model is built with ``nnx.eval_shape`` (shapes only, nothing allocated); the block
+    matrices are the leaves ``optim.param_labels`` routes to Muon, so the plan and the
+    optimizer share one partition rule.
+    """
+    dims = DataDims(fused, title, ((0, fused),))
+    model = nnx.eval_shape(lambda: Encoder(config.model, dims, nnx.Rngs(0)))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    sizes = [math.prod(p.shape) for p in jax.tree.leaves(params)]
+    labels = jax.tree.leaves(optim.param_labels(params))
+    matrices = sum(s for s, label in zip(sizes, labels, strict=True) if label == "muon")
+    return sum(sizes), matrices, matrices
+
+
+def train_flops_per_shot(
+    hidden: int, layers: int, mlp: int, window: int, fused: int, mask_ratio: float = 0.2
+) -> float:
+    """Training FLOPs (forward + backward) per shot of a full window of ``window`` shots:
+    6 x block matmul params x tokens + attention + input and (at the targets) output
+    projections; the optimizer is not counted."""
+    t = window + 2
+    blocks = 6 * layers * (4 * hidden**2 + 2 * hidden * mlp) * t / window
+    attention = 12 * layers * t * t * hidden / window
+    projections = 6 * fused * hidden * (1 + mask_ratio)
+    return blocks + attention + projections
 
 
 def flops_per_shot(config: ExperimentConfig, fused: int, mask_ratio: float = 0.2) -> float:
-    """Training FLOPs per shot: 6 x matmul params + attention + input/output projections."""
+    """``train_flops_per_shot`` of a config's model."""
     m = config.model
-    t = m.max_shots + 2
-    blocks = (
-        6 * m.num_layers * (4 * m.hidden_size**2 + 2 * m.hidden_size * m.mlp_size) * t / m.max_shots
+    return train_flops_per_shot(
+        m.hidden_size, m.num_layers, m.mlp_size, m.max_shots, fused, mask_ratio
     )
-    attention = 12 * m.num_layers * t * t * m.hidden_size / m.max_shots
-    projections = 6 * fused * m.hidden_size * (1 + mask_ratio)
-    return blocks + attention + projections
 
 
 def make_plan(

@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -95,24 +96,23 @@ def path_key(path) -> tuple:
     return tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
 
 
-def tree_shardings_like_params(tree: Any, params_shardings: Any, mesh: Mesh) -> Any:
-    """Shardings for a tree (optimizer state) whose leaves mirror params by path suffix.
-
-    A leaf whose key path ends with a parameter's path and has its rank gets that
-    parameter's sharding (momenta, second moments); anything else is replicated.
+def opt_state_shardings(
+    optimizer: optax.GradientTransformation, abstract_opt: Any, params_shardings: Any, mesh: Mesh
+) -> Any:
+    """Shardings of an optimizer state: every parameter-shaped copy in it (momenta, second
+    moments, accumulated gradients) takes the parameters' shardings; the rest (counters) is
+    replicated. ``optax.tree_map_params`` finds the copies by initializing the optimizer on
+    a placeholder; a parameter that a partition masks out stays an empty ``MaskedNode``.
     """
-    by_path = {path_key(p): s for p, s in jax.tree_util.tree_flatten_with_path(params_shardings)[0]}
     replicated = NamedSharding(mesh, PartitionSpec())
-
-    def pick(path, leaf):
-        key = path_key(path)
-        for start in range(len(key)):
-            sharding = by_path.get(key[start:])
-            if sharding is not None and len(sharding.spec) <= np.ndim(leaf):
-                return sharding
-        return replicated
-
-    return jax.tree_util.tree_map_with_path(pick, tree)
+    return optax.tree_map_params(
+        optimizer,
+        lambda leaf, sharding: leaf if isinstance(leaf, optax.MaskedNode) else sharding,
+        abstract_opt,
+        params_shardings,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, optax.MaskedNode),
+    )
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

@@ -32,6 +32,7 @@ from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import NonFiniteLossError
 from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.objective import msm_loss
+from mediafm_jax.streams import step_key
 
 
 def data_dims(store: ShotStore) -> DataDims:
@@ -74,7 +75,9 @@ class TrainSetup:
         state_shardings = {
             "step": replicated,
             "params": param_shardings,
-            "opt_state": sharding.tree_shardings_like_params(abstract_opt, param_shardings, mesh),
+            "opt_state": sharding.opt_state_shardings(
+                optimizer, abstract_opt, param_shardings, mesh
+            ),
         }
         abstract_state = jax.tree.map(
             lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -146,11 +149,6 @@ class TrainSetup:
         )
 
 
-def step_key(seed: int, step: int) -> jax.Array:
-    """The step's randomness (corruption, dropout) depends only on (seed, step)."""
-    return jax.random.fold_in(jax.random.key(seed + 7919), step)
-
-
 # ---------------------------------------------------------------------------------------
 # Logging helpers.
 # ---------------------------------------------------------------------------------------
@@ -190,18 +188,28 @@ class MetricsWriter:
             self.tb.close()
 
 
-def plot_loss_curve(metrics_path: Path, out_png: Path, title: str = "masked shot modeling") -> None:
+def plot_loss_curve(
+    metrics: Path | dict[str, Path], out_png: Path, title: str = "masked shot modeling"
+) -> None:
+    """Loss against step from a metrics.jsonl, or from several (label -> file) on one axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    if not records:
+    runs = metrics if isinstance(metrics, dict) else {"": metrics}
+    curves = {
+        label: [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        for label, path in runs.items()
+    }
+    if not any(curves.values()):
         return
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([r["step"] for r in records], [r["loss"] for r in records])
+    for label, records in curves.items():
+        ax.plot([r["step"] for r in records], [r["loss"] for r in records], label=label or None)
+    if len(curves) > 1:
+        ax.legend()
     ax.set_xlabel("step")
     ax.set_ylabel("masked cosine distance")
     ax.set_title(title)

@@ -30,15 +30,22 @@ def _attention(x, blk, lengths, num_heads):
     return _dense(out, blk["o"])
 
 
+def selected(batch):
+    """The [B, W] selection that the batch's target positions (-1 = none) list."""
+    targets = np.asarray(batch["targets"])
+    out = np.zeros(np.shape(batch["valid"]), bool)
+    for i, row in enumerate(targets):
+        out[i, row[row >= 0]] = True
+    return out
+
+
 def forward(params, batch, num_heads, post_ln=False):
     p = __import__("jax").tree.map(lambda a: np.asarray(a, np.float64), params)
     shots = np.asarray(batch["shots"], np.float64)
     fused = shots / (np.linalg.norm(shots, axis=-1, keepdims=True) + 1e-6)
     has_content = np.asarray(batch["present"]).sum(-1) > 0  # no modality: nothing to predict
-    valid, masked = (
-        np.asarray(batch["valid"]),
-        np.asarray(batch["masked"]) & np.asarray(batch["valid"]) & has_content,
-    )
+    valid = np.asarray(batch["valid"])
+    masked = selected(batch) & valid & has_content
     x = _dense(fused, p["input_proj"])
     x = np.where(masked[..., None], p["mask_token"], x)
     title = np.asarray(batch["title_embedding"], np.float64)

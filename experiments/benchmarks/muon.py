@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from train_step import median_seconds  # sibling benchmark (run from this folder or the root)
 
 from mediafm_jax import config as config_lib
 from mediafm_jax import optim, presets, sharding, train
@@ -27,14 +27,7 @@ from mediafm_jax.optim.muon import newton_schulz, newton_schulz_flops, scale_by_
 
 
 def bench(fn, *args, repeats=10) -> float:
-    out = fn(*args)
-    jax.block_until_ready(out)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_seconds(lambda: jax.block_until_ready(fn(*args)), repeats)
 
 
 def flops_table() -> None:
@@ -58,27 +51,19 @@ def config_for(name: str):
 
 
 def optimizer_share(name: str) -> tuple[float, float]:
-    from train_step import make_batch  # sibling benchmark (run from this folder or the root)
+    from train_step import make_batch, step_seconds
 
     cfg = config_for(name)
     fused = 384 if name == "demo" else 2304
     third = fused // 3
     dims = DataDims(fused, 128, ((0, third), (third, 2 * third), (2 * third, fused)))
+    host = make_batch(cfg.train.batch_size, cfg.model.max_shots, fused)
+    host["title_embedding"] = host["title_embedding"][:, :128]
+    step_time = step_seconds(cfg, dims, host, 3, jax.devices()[0])
     mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
     setup = train.TrainSetup.create(cfg, dims, mesh)
     state = setup.init_state(0)
-    host = make_batch(cfg.train.batch_size, cfg.model.max_shots, fused)
-    host["title_embedding"] = host["title_embedding"][:, :128]
-    step = setup.jit_train_step(host)
-    batch = sharding.global_batch(host, mesh)
     with jax.set_mesh(mesh):
-        times = []
-        for i in range(5):  # the state is donated: carry it from step to step
-            t0 = time.perf_counter()
-            state, metrics = step(state, batch, train.step_key(0, i))
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - t0)
-        step_time = float(np.median(times[2:]))
         grads = jax.tree.map(jnp.ones_like, state["params"])
         update = jax.jit(setup.optimizer.update)
         opt_time = bench(update, grads, state["opt_state"], state["params"], repeats=5)

@@ -25,8 +25,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from collections.abc import Callable
 
 import numpy as np
+
+from mediafm_jax import masking, plan
 
 CONFIGS = {
     # name: (hidden, layers, heads, mlp, window, batch, fused)
@@ -35,13 +38,24 @@ CONFIGS = {
 }
 
 
-def model_flops(hidden, layers, mlp, window, batch, fused, masked_share=0.2) -> float:
-    tokens = batch * (window + 2)
-    block = layers * (4 * hidden * hidden + 2 * hidden * mlp)
-    dense = 6 * tokens * block + 6 * batch * window * fused * hidden
-    dense += 6 * batch * round(masked_share * window) * hidden * fused  # output projection
-    attention = 12 * layers * batch * (window + 2) ** 2 * hidden
-    return dense + attention
+def model_flops(hidden, layers, mlp, window, batch, fused) -> float:
+    """Training FLOPs of one step on ``batch`` full windows (``plan``'s formula)."""
+    return plan.train_flops_per_shot(hidden, layers, mlp, window, fused) * batch * window
+
+
+def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` untimed ones.
+
+    The one timing loop of the benchmarks; ``run`` must wait for its own work to finish.
+    """
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32", device=None) -> float:
@@ -51,30 +65,20 @@ def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32", device
 
     a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), jnp.dtype(dtype)), device)
     f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(a).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / np.median(times)
+    return 2 * n**3 / median_seconds(lambda: f(a).block_until_ready(), repeats)
 
 
 def make_batch(batch, window, fused, seed=0):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(window // 2, window + 1, batch)
     valid = np.arange(window)[None] < lengths[:, None]
-    masked = np.zeros((batch, window), bool)
-    for i, n in enumerate(lengths):
-        masked[i, rng.choice(n, max(1, round(0.2 * n)), replace=False)] = True
+    targets = masking.draw_targets(rng, valid, 0.2)
     return {
         "shots": (rng.normal(size=(batch, window, fused)) * valid[..., None]).astype(np.float16),
         "present": np.ones((batch, window, 3), np.uint8),
         "valid": valid,
-        "masked": masked,
+        "targets": targets,
         "title_embedding": rng.normal(size=(batch, 128)).astype(np.float16),
-        "title_index": np.arange(batch, dtype=np.int32),
-        "window_start": np.zeros(batch, np.int32),
     }
 
 
@@ -114,14 +118,16 @@ def step_seconds(cfg, dims, host: dict, steps: int, device) -> float:
     state = setup.init_state(0)
     step = setup.jit_train_step(host)
     batch = sharding.global_batch(host, mesh)
-    times = []
+    done = 0
+
+    def one_step() -> None:
+        nonlocal state, done  # the state is donated: carry it from step to step
+        state, metrics = step(state, batch, train.step_key(0, done))
+        jax.block_until_ready(metrics)
+        done += 1
+
     with jax.set_mesh(mesh):
-        for i in range(steps + 2):
-            t0 = time.perf_counter()
-            state, metrics = step(state, batch, train.step_key(0, i))
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - t0)
-    return float(np.median(times[2:]))
+        return median_seconds(one_step, steps, warmup=2)
 
 
 def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> float:
@@ -165,8 +171,10 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
             self.blocks = nn.ModuleList(Block() for _ in range(layers))
             self.out = nn.Linear(hidden, fused)
 
-        def forward(self, shots, valid, masked, title):
+        def forward(self, shots, valid, targets, title):
             fused_in = F.normalize(shots.float(), dim=-1, eps=1e-6)
+            positions = torch.arange(window, device=shots.device)
+            masked = (positions[None, :, None] == targets[:, None, :]).any(-1)
             x = self.inp(fused_in)
             x = torch.where(masked[..., None], self.mask, x)
             b = x.shape[0]
@@ -180,9 +188,8 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
             for blk in self.blocks:
                 x = blk(x, attn_mask)
             hidden_states = self.ln_out(x)[:, 2:]
-            k = max(1, round(0.2 * window))
-            pos = torch.topk(masked.float(), k, dim=1).indices
-            weight = torch.gather(masked, 1, pos).float()
+            pos = targets.clamp(min=0).long()
+            weight = (targets >= 0).float()
             pred = self.out(torch.gather(hidden_states, 1, pos[..., None].expand(-1, -1, hidden)))
             target = torch.gather(fused_in, 1, pos[..., None].expand(-1, -1, fused))
             cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
@@ -202,12 +209,11 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
     host["title_embedding"] = np.resize(host["title_embedding"], (batch, title_dim))
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in host.items()}
     cuda = device != "cpu"
-    times = []
-    for _ in range(steps + 2):
-        t0 = time.perf_counter()
+
+    def one_step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             loss = model(
-                tensors["shots"], tensors["valid"], tensors["masked"], tensors["title_embedding"]
+                tensors["shots"], tensors["valid"], tensors["targets"], tensors["title_embedding"]
             )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -216,8 +222,8 @@ def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> f
             opt.zero_grad(set_to_none=True)
         if cuda:
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[2:]))
+
+    return median_seconds(one_step, steps, warmup=2)
 
 
 @contextlib.contextmanager
@@ -259,13 +265,7 @@ def attention_layer_ms(spec, repeats: int = 10) -> dict[str, float]:
         return jnp.einsum("bnts,bsnh->btnh", weights, v).sum()
 
     def median_ms(run) -> float:
-        run()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times)) * 1e3
+        return median_seconds(run, repeats) * 1e3
 
     out = {}
     for name, fn in (("jax.nn.dot_product_attention", library), ("einsum-softmax-einsum", plain)):

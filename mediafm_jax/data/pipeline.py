@@ -5,8 +5,8 @@ The dataset is a random-access Grain ``MapDataset`` over *global* batches:
     window table (a title of L shots appears ceil(L / W) times per epoch)
       -> shuffle(seed), reshuffled every epoch -> repeat
       -> batch(global batch size)
-      -> window starts and mask positions drawn for the whole global batch from
-         (seed, batch index), vectorized (masks only on shots with some modality);
+      -> window starts and target positions drawn for the whole global batch from
+         (seed, batch index), vectorized (targets by ``masking.draw_targets``);
          this host's rows read and padded
 
 Everything random is a pure function of (seed, index), so the iterator's whole state is
@@ -23,12 +23,8 @@ from typing import Any
 import grain
 import numpy as np
 
+from mediafm_jax import masking, streams
 from mediafm_jax.data.store import ShotStore
-
-
-def num_masked(valid, ratio: float):
-    """Shots selected per window: ``ratio`` of the valid ones, at least one."""
-    return np.maximum(1, np.minimum(valid, np.round(ratio * np.asarray(valid)).astype(np.int64)))
 
 
 def window_table(lengths: np.ndarray, titles: np.ndarray, max_shots: int) -> np.ndarray:
@@ -46,33 +42,27 @@ def draw_windows(
     index: int,
     has_content: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Window starts and selected positions of global batch ``index``, vectorized.
+    """Window starts and target positions of global batch ``index``, vectorized.
 
-    One generator per global batch, seeded by (seed, index): every host draws the same
-    global batch and takes its rows, so the draw does not depend on the host count.
+    One generator per global batch, ``streams.data_rng(seed, index)``: every host draws
+    the same global batch and takes its rows, so the draw does not depend on the host
+    count.
     ``offsets`` are the store's title offsets (title t is shots offsets[t]:offsets[t+1]);
-    ``has_content`` (bool per shot of the store, in store order) limits the selection to
-    shots with at least one modality: the others have nothing to predict (a film's
-    dialogue-free shots), so ``mask_ratio`` applies to the shots that have content.
+    ``has_content`` (bool per shot of the store, in store order) limits the targets to
+    shots with at least one modality (see ``masking``).
     """
-    rng = np.random.default_rng([seed, index])
+    rng = streams.data_rng(seed, index)
     total = offsets[titles + 1] - offsets[titles]
     length = np.minimum(total, max_shots)
     start = np.floor(rng.random(len(titles)) * (total - length + 1)).astype(np.int64)
-    keys = rng.random((len(titles), max_shots))
     positions = np.arange(max_shots)[None, :]
     selectable = positions < length[:, None]  # padding is never selected
     if has_content is not None:
         first = offsets[titles] + start
         shot = np.minimum(first[:, None] + positions, len(has_content) - 1)
         selectable &= has_content[shot]
-    keys[~selectable] = np.inf
-    # The k smallest keys of a row are its selected shots (keys are distinct a.s.); a
-    # window without content selects nothing.
-    count = selectable.sum(1)
-    kth = np.sort(keys, axis=1)[np.arange(len(titles)), num_masked(count, mask_ratio) - 1]
-    masked = (keys <= kth[:, None]) & selectable
-    return {"title": titles.astype(np.int64), "start": start, "length": length, "masked": masked}
+    targets = masking.draw_targets(rng, selectable, mask_ratio)
+    return {"title": titles.astype(np.int64), "start": start, "length": length, "targets": targets}
 
 
 class _ReadHostShare:
@@ -113,7 +103,11 @@ class _ReadHostShare:
 def read_batch(
     store: ShotStore, windows: dict[str, np.ndarray], max_shots: int
 ) -> dict[str, np.ndarray]:
-    """Reads drawn windows into the §3.3 batch; padding rows are zero and never masked."""
+    """Reads drawn windows into the §3.3 batch; padding rows are zero.
+
+    The batch holds only what the device reads: shots, present, valid, title_embedding,
+    and ``targets`` when the windows carry them (inference windows do not).
+    """
     b, w = len(windows["title"]), max_shots
     # Not zeros: every valid row is overwritten below, so only padding rows are cleared.
     shots = np.empty((b, w, store.num_features), np.float16)
@@ -126,22 +120,15 @@ def read_batch(
         present[i, :length] = store.present[rows[-1][0] : rows[-1][1]]
         shots[i, length:] = 0
     store.read_windows_into(shots, rows)
-    titles = windows["title"].astype(np.int32)
-    return {
+    batch = {
         "shots": shots,
         "present": present,
         "valid": np.arange(w)[None, :] < windows["length"][:, None],
-        "masked": windows["masked"],
-        "title_embedding": store.title_embedding[titles].astype(np.float16),
-        "title_index": titles,
-        "window_start": windows["start"].astype(np.int32),
+        "title_embedding": store.title_embedding[windows["title"]].astype(np.float16),
     }
-
-
-def windows_per_epoch(store: ShotStore, split: str | None, max_shots: int) -> int:
-    titles = np.asarray(store.titles_in_split(split), np.int64)
-    lengths = store.offsets[titles + 1] - store.offsets[titles]
-    return int(np.maximum(1, -(-lengths // max_shots)).sum())
+    if "targets" in windows:
+        batch["targets"] = windows["targets"]
+    return batch
 
 
 def make_dataset(
@@ -165,7 +152,7 @@ def make_dataset(
         raise ValueError(f"{store.root}: no titles in split {split!r}")
     lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
     table = window_table(lengths[titles], titles, max_shots)
-    reader = _ReadHostShare(store, max_shots, mask_ratio, seed + 1, process_index, process_count)
+    reader = _ReadHostShare(store, max_shots, mask_ratio, seed, process_index, process_count)
     return (
         grain.MapDataset.source(table)
         .shuffle(seed=seed)
