@@ -28,6 +28,8 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         dims = []
     if len(dims) != 4 or min(dims) < 1:
         raise UsageError(f"--dims {args.dims}: takes VIDEO,AUDIO,TEXT,TITLE, e.g. 128,128,128,128")
+    if args.titles < 1:
+        raise UsageError(f"--titles {args.titles}: expected a count >= 1")
     config = synthetic.SynthConfig(
         titles=args.titles,
         seed=args.seed,
@@ -97,7 +99,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from mediafm_jax import train
 
     config = config_lib.apply_overrides(config_lib.load_config_file(args.config), args.set)
-    train.train_and_evaluate(config, args.store, args.workdir, stop_at=args.stop_at)
+    train.train_and_evaluate(
+        config,
+        args.store,
+        args.workdir,
+        stop_at=args.stop_at,
+        allow_config_change=args.allow_config_change,
+    )
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -109,13 +117,14 @@ def _cmd_embed(args: argparse.Namespace) -> None:
 
     if store_lib.is_local(args.out) and os.path.exists(args.out) and not args.overwrite:
         raise UsageError(f"{args.out}: already exists (pass --overwrite to replace it)")
-    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
     store = store_lib.ShotStore(args.store)
+    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
     result = embed.embed_store(embedder, store, args.out)
-    print(
-        f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
-        f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
-    )
+    if result is not None:  # process 0, the one that wrote
+        print(
+            f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
+            f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
+        )
 
 
 def _cmd_probe(args: argparse.Namespace) -> None:
@@ -162,10 +171,15 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(plan.format_plan(result, chip, args.devices, args.mfu))
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from mediafm_jax import demo
 
-    demo.run_demo(args.out, titles=args.titles, steps=args.steps)
+    try:
+        demo.run_demo(args.out, titles=args.titles, steps=args.steps)
+    except demo.DemoStopped as stop:
+        print(f"mediafm demo: {stop}", file=sys.stderr)
+        return stop.exit_code
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "--stop-at", type=int, help="checkpoint and stop after this step (time-boxed jobs)"
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume with other settings than the run's (recorded in config_history.jsonl)",
     )
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_train)
@@ -250,14 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except UserError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except NonFiniteLossError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
@@ -91,7 +92,9 @@ def context_rows(
     assert embedder is not None
     return {
         t: rows
-        for t, rows, _ in embedder.embed_titles(store, [int(t) for t in titles], progress=True)
+        for t, rows, _ in embedder.embed_titles(
+            store, [int(t) for t in titles], progress=jax.process_index() == 0
+        )
     }
 
 
@@ -106,15 +109,18 @@ def run_probes(
 ) -> dict:
     """Probes every task with every method; writes and returns the report.
 
-    ``bootstrap``: title resamples for the intervals (0: scores only).
+    ``bootstrap``: title resamples for the intervals (0: scores only). With several
+    processes every one computes the embeddings (one program over all devices; the
+    results come back replicated) and the probes; process 0 alone prints and writes.
     """
+    main = jax.process_index() == 0
     tasks = load_tasks(tasks_path)
     clips_by_task = load_clips(clips_path, tasks, store)
     all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
     context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
     inputs = input_rows(store, all_titles)
     results = {}
-    for task in tqdm(tasks, desc="probe", unit="task", disable=None):
+    for task in tqdm(tasks, desc="probe", unit="task", disable=None if main else True):
         clips = clips_by_task[task.name]
         features = {}
         if context is not None:
@@ -128,7 +134,8 @@ def run_probes(
         try:
             scored = {name: run_probe(x, clips) for name, x in features.items()}
         except ProbeSkipped as reason:
-            print(f"probe: skipped task {task.name!r}: {reason}", flush=True)
+            if main:
+                print(f"probe: skipped task {task.name!r}: {reason}", flush=True)
             results[task.name] = {"metric": task.metric, "skipped": str(reason), "results": {}}
             continue
         first = next(iter(scored.values()))
@@ -140,5 +147,6 @@ def run_probes(
         }
         if bootstrap:
             results[task.name].update(intervals(scored, bootstrap))
-    write_report(results, out)
+    if main:
+        write_report(results, out)
     return results
