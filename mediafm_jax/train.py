@@ -338,8 +338,12 @@ class StopSignal:
         if self.multi:
             from jax.experimental import multihost_utils
 
-            if multihost_utils.reached_preemption_sync_point(done):
-                self.reason = "preempted"
+            try:
+                if multihost_utils.reached_preemption_sync_point(done):
+                    self.reason = "preempted"
+            except RuntimeError as err:  # jax_enable_preemption_service is off
+                print(f"preemption sync unavailable ({err}); SIGTERM will not save", flush=True)
+                self.multi = False
         elif self.flag:
             self.reason = "preempted"
         if self.reason is None and self.stop_at is not None and done >= self.stop_at:
@@ -412,7 +416,11 @@ def train_and_evaluate(
     start_step = 0
     if checkpointer.all_steps():
         guard = _resume_guard(workdir, json.loads(json.dumps(saved_config)), allow_config_change)
-        restored = checkpointer.restore_newest(setup.abstract_state, check_config=guard)
+        try:
+            restored = checkpointer.restore_newest(setup.abstract_state, check_config=guard)
+        except BaseException:
+            checkpointer.close()
+            raise
         checkpointer.set_aside([s for s, _ in restored.skipped])
         start_step, state = restored.step, restored.state
         iterator.set_state(restored.data)
