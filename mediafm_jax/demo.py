@@ -1,6 +1,8 @@
 """`mediafm demo`: synth -> ingest -> train -> embed -> probe on a synthetic catalog.
 
 Sized to finish in minutes on a 2-core laptop CPU (demo preset; 128-d modalities).
+`mediafm demo --video` instead runs the raw-video front end on real media from wheels:
+mux a clip (bikes.mp4's cuts + a spoken sentence) -> extract -> ingest -> contact sheet.
 """
 
 from __future__ import annotations
@@ -12,9 +14,74 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mediafm_jax.errors import UsageError
+from mediafm_jax import outputs
+from mediafm_jax.errors import ExtractError
 
-MARKER = ".mediafm-demo"
+
+def _fresh_out(out: Path) -> None:
+    """Recreates ``out`` if it is missing, empty or an earlier demo of ours; refuses otherwise."""
+    outputs.check_output(out, "demo", overwrite=True)
+    if out.exists():  # an earlier demo of ours (checked above): replaced
+        shutil.rmtree(out)
+    outputs.claim_folder(out, "demo")
+
+
+def run_video_demo(out: str | Path) -> Path:
+    """Real media in, shots out: the extract -> ingest path and a contact sheet (PNG)."""
+    from mediafm_jax.data import ingest
+    from mediafm_jax.extract import extract, media
+
+    out = Path(out)
+    _fresh_out(out)
+    started = time.perf_counter()
+    print("[1/4] mux: bikes.mp4 (5 real cuts) twice + beckett.wav spoken from 3 s", flush=True)
+    videos = out / "videos"
+    media.mux_clip(videos / "bikes_beckett.mp4", speech_at_s=3.0, loops=2)
+    shutil.copy(media.bikes(), videos / "bikes.mp4")
+    print("[2/4] extract: shots, video/audio/text embeddings, thumbnails", flush=True)
+    summary = extract([videos], out / "source")
+    if summary.failed:
+        raise ExtractError(f"demo videos failed to extract: {summary.failed}")
+    print("[3/4] ingest", flush=True)
+    result = ingest.ingest(out / "source", str(out / "store"))
+    print(f"{result.titles} titles, {result.shots} shots")
+    print("[4/4] contact sheet", flush=True)
+    sheet = contact_sheet(out / "source", "bikes_beckett", out / "contact_sheet.png")
+    print(f"\ndone in {time.perf_counter() - started:.0f}s; contact sheet: {sheet}")
+    return sheet
+
+
+def contact_sheet(src: Path, title_id: str, png: Path, columns: int = 4) -> Path:
+    """A grid of a title's shot thumbnails with times and each shot's text (matplotlib)."""
+    import json
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    with np.load(src / "shots" / f"{title_id}.npz") as data:
+        starts, ends = data["start_s"], data["end_s"]
+    texts = json.loads((src / "text" / f"{title_id}.json").read_text())["shots"]
+    rows = -(-len(starts) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= len(starts):
+            continue
+        ax.imshow(Image.open(src / "thumbs" / title_id / f"{i:05d}.jpg"))
+        caption = f"shot {i}  {starts[i]:.2f}-{ends[i]:.2f}s"
+        if texts[i]:
+            caption += "\n" + textwrap.shorten(f'"{texts[i]}"', 40)
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(f"{title_id}: {len(starts)} shots", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
 
 
 class DemoStopped(Exception):
@@ -63,14 +130,7 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
     from mediafm_jax.data.store import ShotStore
 
     out = Path(out)
-    if out.exists():
-        if not (out / MARKER).exists() and any(out.iterdir()):
-            raise UsageError(
-                f"{out}: exists and is not a previous demo output; choose another --out"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    (out / MARKER).touch()
+    _fresh_out(out)
     started = time.perf_counter()
 
     def stage(number: int, text: str) -> None:

@@ -22,7 +22,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from mediafm_jax import config as config_lib
-from mediafm_jax import sharding
+from mediafm_jax import outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import MeshConfig, ObjectiveConfig
 from mediafm_jax.data import pipeline
@@ -261,6 +261,13 @@ class Embedder:
             return self.embed_title(store, index)[start:end].mean(0)
         return self.embed_clips(store, [(index, start, end)])[0]
 
+    def search(self, store, emb=None, title=None, shot=None, k: int = 10, **options):
+        """Nearest shots by cosine: ``mediafm_jax.search.search`` with this run (which
+        computes the embeddings when ``emb``, an embedding store, is not given)."""
+        from mediafm_jax.search import search
+
+        return search(store, emb, title, shot, k, embedder=self, **options)
+
 
 def load(run_dir: str | Path, step: int | None = None, layers: str = "last") -> Embedder:
     """Restores a run's encoder for notebooks: ``load(run).embed_title(store, "tt123")``."""
@@ -274,16 +281,16 @@ class EmbeddingStore:
         manifest = store_lib.read_manifest(root)
         if manifest is None or manifest.get("kind") != "embeddings":
             raise StoreError(f"{root}: not a complete embedding store (no embeddings manifest)")
+        store_lib.check_files(root, manifest)  # every listed file, at its recorded size
         self.root = root
         self.manifest = manifest
         self.title_ids: list[str] = manifest["title_ids"]
 
-    def _read(self, name: str) -> np.ndarray:
-        import tensorstore as ts
+    def verify(self, progress: bool = True) -> tuple[int, int]:
+        return store_lib.verify_files(self.root, self.manifest, progress=progress)
 
-        spec = {"driver": "zarr3", "kvstore": store_lib.kvstore_spec(self.root)}
-        spec["kvstore"]["path"] += name + "/"
-        return np.asarray(ts.open(spec, open=True, read=True).result().read().result())
+    def _read(self, name: str) -> np.ndarray:
+        return store_lib.read_array(self.root, name)  # missing chunks are errors, not zeros
 
     def shot_embeddings(self) -> np.ndarray:
         return self._read("shot_embedding")
@@ -293,21 +300,22 @@ class EmbeddingStore:
 
 
 def embed_store(
-    embedder: Embedder, store: ShotStore, out: str, batch_windows: int = 16, progress: bool = True
+    embedder: Embedder,
+    store: ShotStore,
+    out: str,
+    batch_windows: int = 16,
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> EmbeddingStore | None:
     """Writes in-context embeddings of every title, aligned row for row with ``store``.
 
+    The old ``out`` (ours, with ``overwrite``) stays intact until the new one is complete.
     With several processes, all of them compute (the encoder is one program over all
     devices) and process 0 alone writes; it returns the store, the others None once it
     is written.
     """
-    import os
-    import shutil
-
-    writer = jax.process_index() == 0
-    local = store_lib.is_local(out)
-    target = f"{os.path.abspath(out)}.partial-{os.getpid()}" if local else out
     h = embedder.hidden_size
+    writer = jax.process_index() == 0
     titles = embedder.embed_titles(
         store, range(store.num_titles), batch_windows=batch_windows, progress=progress and writer
     )
@@ -316,7 +324,8 @@ def embed_store(
             pass
         _sync_processes("mediafm embed_store written")
         return None
-    try:
+    inputs = [store.root, embedder.run_dir]
+    with outputs.atomic_output(out, "embeddings", overwrite=overwrite, inputs=inputs) as target:
         shots = store_lib.create_array(
             target, "shot_embedding", (store.num_shots, h), "float32", 8192
         )
@@ -348,15 +357,6 @@ def embed_store(
                 "counts": {"titles": store.num_titles, "shots": store.num_shots},
             },
         )
-    except BaseException:
-        if local:
-            shutil.rmtree(target, ignore_errors=True)
-        raise
-    if local:
-        out = os.path.abspath(out)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.rename(target, out)
     _sync_processes("mediafm embed_store written")
     return EmbeddingStore(out)
 

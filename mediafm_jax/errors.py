@@ -40,6 +40,11 @@ class ExtractError(UserError):
     """A video, subtitle file or extraction setting that cannot be used."""
 
 
+class SearchError(UserError):
+    """A search request that cannot be served (unknown title, shot out of range, bad k,
+    stores that do not belong together)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or gradient; the run stops (exit code 1)."""
 

@@ -26,7 +26,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mediafm_jax import config as config_lib
-from mediafm_jax import optim, sharding
+from mediafm_jax import optim, outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import ExperimentConfig
 from mediafm_jax.data import pipeline
@@ -379,7 +379,7 @@ def train_and_evaluate(
     _check_workdir_path(workdir)
     store = ShotStore(store_path)
     if is_main:
-        workdir.mkdir(parents=True, exist_ok=True)
+        outputs.claim_folder(workdir, "run", inputs=[store_path])
 
     # -- Data --------------------------------------------------------------------------
     size_gb = store.num_shots * store.num_features * 2 / 1e9

@@ -155,3 +155,25 @@ def test_prepare_writes_an_ingestible_source(tmp_path):
     np.testing.assert_allclose(
         title_vec, prep.HashingEmbedder(16).embed(["Alpha (1950)"])[0], rtol=1e-6
     )
+
+
+def test_utf16_subtitles_parse_and_cue_counts_are_reported(tmp_path, capsys):
+    """Issue #14: UTF-16 files were read as cp1252 and silently gave 0 cues."""
+    (tmp_path / "utf8.srt").write_text(SRT, encoding="utf-8")
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be"):
+        data = SRT.encode(encoding)
+        if encoding != "utf-16":  # python writes the BOM only for plain "utf-16"
+            data = ("\ufeff" + SRT).encode(encoding)
+        (tmp_path / f"{encoding}.srt").write_bytes(data)
+        assert prep.parse_srt(tmp_path / f"{encoding}.srt") == prep.parse_srt(tmp_path / "utf8.srt")
+    movienet, movielens = _fixture(tmp_path / "data")
+    (movienet / "subtitle" / "tt0000001.srt").write_bytes(SRT.encode("utf-16"))
+    (movienet / "subtitle" / "tt0000002.srt").write_text("no cue in here\n")
+    out = tmp_path / "src"
+    prep.prepare(movienet, movielens, out, prep.HashingEmbedder(16))
+    alignment = json.loads((out / "alignment.json").read_text())
+    assert alignment["tt0000001"]["cues"] == len(prep.parse_srt(tmp_path / "utf8.srt")) == 3
+    assert alignment["tt0000002"]["cues"] == 0 and alignment["tt0000003"]["cues"] == 0
+    printed = capsys.readouterr().out
+    assert "tt0000002.srt: no subtitle cue parsed" in printed
+    assert printed.count("warning:") == 1  # tt0000003 has no file: nothing to warn about

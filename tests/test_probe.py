@@ -7,7 +7,7 @@ import pytest
 
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder
-from mediafm_jax.probe import ProbeInputError, intervals, run_probes
+from mediafm_jax.probe import ProbeInputError, baselines, intervals, run_probes
 from mediafm_jax.probe.linear import run_probe
 from mediafm_jax.probe.metrics import (
     ap,
@@ -106,6 +106,7 @@ def test_report_has_every_task_and_method(tiny_run, tiny_store, tiny_source, tmp
     tasks = [t["name"] for t in json.loads((tiny_source / "probes.json").read_text())["tasks"]]
     assert list(report["tasks"]) == tasks and report["tasks"] == json.loads(json.dumps(results))
     methods = {"mediafm_context", "mediafm_isolated", "concat", "video", "audio", "text"}
+    methods |= {"title_mean", "novelty"}
     for task in report["tasks"].values():
         assert set(task["results"]) == methods
         assert task["n_train"] > 0 and task["n_test"] > 0
@@ -130,7 +131,7 @@ def test_bad_clips_name_the_line(tiny_run, tiny_store, tiny_source, tmp_path):
             ShotStore(tiny_store),
             tiny_source / "probes.json",
             tmp_path / "clips.jsonl",
-            tmp_path,
+            tmp_path / "report",
         )
 
 
@@ -192,3 +193,53 @@ def test_paired_difference_from_concat():
     assert good["delta"] > 0.3 and good["ci95"][0] > 0  # a clear win excludes zero
     assert out["vs_concat"]["same"] == {"delta": 0.0, "ci95": [0.0, 0.0]}
     assert "concat" not in out["vs_concat"]
+
+
+def test_label_free_baselines_on_a_two_scene_title():
+    """Shots 0-9 show scene a, 10-19 scene b (orthogonal): novelty is exact, by hand."""
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    rows = {0: np.stack([a] * 10 + [b] * 10), 1: np.stack([b] * 4)}
+    clips = Clips(
+        task=Task("boundary", "binary", "ap"),
+        title=np.array([0, 0, 1]),
+        start=np.array([8, 2, 0]),
+        end=np.array([10, 5, 4]),
+        split=np.array(["train"] * 3),
+        target=np.zeros(3),
+    )
+    nov = baselines.novelty(rows, clips)
+    k = np.array(baselines.NOVELTY_SCALES, float)
+    # clip 0 starts at cut 8: before is a; after holds min(k, 2) a's then b's.
+    after_a = np.minimum(k, 2) / np.minimum(k, 12)
+    expected_start = 1 - after_a / np.sqrt(after_a**2 + (1 - after_a) ** 2)
+    np.testing.assert_allclose(nov[0, : len(k)], expected_start, atol=1e-5)
+    np.testing.assert_allclose(nov[0, len(k) :], 1.0, atol=1e-5)  # cut 10: a | b at any k
+    # clip 1 ends at cut 5, inside scene a, until the after-window reaches scene b (k > 5).
+    after_a = np.minimum(k, 5) / np.minimum(k, 15)
+    np.testing.assert_allclose(
+        nov[1, len(k) :], 1 - after_a / np.sqrt(after_a**2 + (1 - after_a) ** 2), atol=1e-5
+    )
+    np.testing.assert_array_equal(nov[2], 0.0)  # a whole title: no shot before or after
+    tm = baselines.title_mean(rows, clips)
+    np.testing.assert_allclose(tm[0], np.concatenate([a, (a + b) / 2]))
+    np.testing.assert_allclose(tm[2], np.concatenate([b, b]))
+
+
+def test_bad_probe_input_through_the_cli(tiny_run, tiny_store, tiny_source, tmp_path, capsys):
+    """The CLI path: one line naming file and line, exit 2, no report folder (the other
+    careless inputs are in test_faults_inputs.py)."""
+    from faults import assert_one_line_error
+
+    lines = (tiny_source / "clips.jsonl").read_text().splitlines()
+    line_no = next(i for i, line in enumerate(lines, 1) if '"popularity"' in line)
+    clip = json.loads(lines[line_no - 1])
+    clip["target"] = float("nan")
+    lines[line_no - 1] = json.dumps(clip)
+    clips = tmp_path / "clips.jsonl"
+    clips.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report"
+    argv = ["probe", "--workdir", str(tiny_run), "--store", tiny_store]
+    argv += ["--tasks", str(tiny_source / "probes.json"), "--clips", str(clips)]
+    argv += ["--out", str(out), "--bootstrap", "0"]
+    assert_one_line_error(argv, capsys, tmp_path, f"{clips} line {line_no}: 'target' is nan")
+    assert not out.exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mediafm_jax.data import ingest, store
+from mediafm_jax.errors import UsageError
 
 
 def _source_rows(src, title_id):
@@ -125,7 +126,7 @@ def test_existing_store_needs_overwrite_and_is_kept_on_failure(tmp_path):
     src = _small_source(tmp_path)
     target = str(tmp_path / "store")
     ingest.ingest(src, target, progress=False)
-    with pytest.raises(ingest.IngestError, match="already exists"):
+    with pytest.raises(UsageError, match="already exists"):
         ingest.ingest(src, target, progress=False)
     _write_title(src, "t1", video=np.full((5, 4), np.nan), text=np.ones((5, 3)))
     with pytest.raises(ingest.IngestError):

@@ -110,13 +110,11 @@ def parse_srt(path: Path) -> list[Cue]:
 
     if not path.is_file():
         return []
-    raw = path.read_bytes()
-    for encoding in ("utf-8-sig", "cp1252", "latin-1"):
-        try:
-            text = raw.decode(encoding)
-            break
-        except UnicodeDecodeError:
-            continue
+    from mediafm_jax.extract.subtitles import decode_text
+
+    # BOMs (UTF-16 files exist in MovieNet), UTF-8, else charset-normalizer: trying
+    # cp1252 first "decoded" UTF-16 without error into text with no cue in it.
+    text, _ = decode_text(path.read_bytes(), path)
     cues, parsed = [], []
     # Block by block, so one bad timestamp loses its own cue, not its neighbour's text.
     for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").strip()):
@@ -314,9 +312,13 @@ def prepare(
         if not shot_file.is_file():
             raise PrepareError(f"{shot_file}: missing for film {film} of {split_path.name}")
         frames = parse_shots(shot_file)
-        cues = parse_srt(movienet / "subtitle" / f"{film}.srt")
+        srt_path = movienet / "subtitle" / f"{film}.srt"
+        cues = parse_srt(srt_path)
+        if srt_path.is_file() and not cues:
+            print(f"warning: {srt_path}: no subtitle cue parsed; film {film} has no text")
         fps, offset, scores = choose_timing(cues, frames) if cues else (DEFAULT_FPS, 0.0, {})
         alignment[film] = {
+            "cues": len(cues),
             "fps": fps,
             "offset_s": offset,
             "ratio_to_chance": {str(k): v for k, v in scores.items()},

@@ -4,7 +4,7 @@ Two passes: the first reads only npz headers and the metadata files, so every st
 problem (missing or unknown titles, ranks, dtypes, dims) is reported before a byte is
 written; the second streams titles through a one-shard buffer (memory bounded by a shard
 plus one title), checks values (NaN/Inf, shot times) and writes shard-aligned blocks. A
-local store is built in a sibling ``.partial`` folder and renamed into place; the manifest
+local store is built in a sibling ``.partial`` folder and swapped into place (``outputs``); the manifest
 is always written last, so an interrupted ingest never leaves a store that opens.
 """
 
@@ -14,20 +14,25 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from mediafm_jax import outputs
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.errors import IngestError
 
 SPLITS = ("train", "val", "test")
 OPTIONAL_KEYS = ("start_s", "end_s", "title_embedding")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_NAME_BYTES = 255 - len(".npz")  # the usual file-name limit, less the suffix
+# What reading a damaged npz member can raise (short data, bad CRC, bad deflate stream).
+READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,21 +55,55 @@ class IngestSummary:
 
 
 def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shapes and dtypes of an npz's arrays, read from headers only."""
+    """Shapes and dtypes of an npz's arrays, read from headers only.
+
+    Also checks that each member holds as many bytes as its header promises, so a
+    truncated array is reported here, before anything is written.
+    """
     headers = {}
     try:
         with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                with archive.open(name) as f:
+            for info in archive.infolist():
+                with archive.open(info) as f:
                     version = np.lib.format.read_magic(f)
                     if version == (1, 0):
                         shape, _, dtype = np.lib.format.read_array_header_1_0(f)
                     else:
                         shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                headers[name.removesuffix(".npy")] = (tuple(shape), np.dtype(dtype))
-    except (zipfile.BadZipFile, ValueError, OSError) as err:
+                    header_bytes = f.tell()
+                name = info.filename.removesuffix(".npy")
+                dtype = np.dtype(dtype)
+                if dtype.hasobject:
+                    raise IngestError(
+                        f"{path}: '{name}' holds Python objects (dtype object), expected numbers"
+                    )
+                needed = header_bytes + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+                if info.file_size < needed:
+                    raise IngestError(
+                        f"{path}: '{name}' is truncated ({info.file_size} bytes, its header "
+                        f"{tuple(shape)} {dtype} needs {needed})"
+                    )
+                headers[name] = (tuple(shape), dtype)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        if isinstance(err, IngestError):
+            raise
         raise IngestError(f"{path}: not a readable .npz file ({err})") from None
     return headers
+
+
+def _file_name_problem(title_id: str) -> str | None:
+    """Why ``title_id`` cannot name ``shots/<title_id>.npz`` (None when it can)."""
+    try:
+        size = len(title_id.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode"
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long, a file name allows {MAX_NAME_BYTES} before '.npz'"
+    if any(c in title_id for c in "/\\\0") or any(ord(c) < 32 for c in title_id):
+        return "contains a path separator, NUL or control character"
+    if title_id.startswith("."):
+        return "starts with '.'"
+    return None
 
 
 def _read_titles(src: Path) -> list[tuple[str, str | None]]:
@@ -73,7 +112,11 @@ def _read_titles(src: Path) -> list[tuple[str, str | None]]:
         raise IngestError(f"{path}: missing (one JSON object per title with 'title_id')")
     titles: list[tuple[str, str | None]] = []
     seen: set[str] = set()
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise IngestError(f"{path}: cannot be read as UTF-8 text ({err})") from None
+    for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -83,8 +126,13 @@ def _read_titles(src: Path) -> list[tuple[str, str | None]]:
         title_id = record.get("title_id") if isinstance(record, dict) else None
         if not isinstance(title_id, str) or not title_id:
             raise IngestError(f"{path} line {line_no}: needs a non-empty string 'title_id'")
-        if "/" in title_id or title_id.startswith("."):
-            raise IngestError(f"{path} line {line_no}: title_id {title_id!r} is not a file name")
+        problem = _file_name_problem(title_id)
+        if problem:
+            shown = title_id if len(title_id) <= 60 else title_id[:57] + "..."
+            raise IngestError(
+                f"{path} line {line_no}: title_id {shown!r} {problem}, so it cannot name "
+                "its shots/<title_id>.npz"
+            )
         if title_id in seen:
             raise IngestError(f"{path} line {line_no}: duplicate title_id {title_id!r}")
         split = record.get("split")
@@ -131,6 +179,11 @@ def scan_source(src: Path) -> tuple[list[TitleHeader], list[store_lib.Modality],
                 raise IngestError(f"{path}: '{name}' has dtype {dtype}, expected a float type")
             if len(shape) != 2:
                 raise IngestError(f"{path}: '{name}' has shape {shape}, expected [shots, dim]")
+            if shape[1] == 0:
+                raise IngestError(
+                    f"{path}: '{name}' has width 0 (shape {shape}); leave an absent modality "
+                    "out of the npz"
+                )
             dims[name] = shape[1]
             lengths.add(shape[0])
         if not dims:
@@ -149,6 +202,10 @@ def scan_source(src: Path) -> tuple[list[TitleHeader], list[store_lib.Modality],
                 f"{path}: modality dims {dims} differ from {modality_dims} of title {first_title!r}"
             )
         for key in ("start_s", "end_s"):
+            if key in arrays and arrays[key][1].kind not in "fiu":
+                raise IngestError(
+                    f"{path}: '{key}' has dtype {arrays[key][1]}, expected numbers of seconds"
+                )
             if key in arrays and arrays[key][0] != (num_shots,):
                 raise IngestError(
                     f"{path}: '{key}' has shape {arrays[key][0]}, expected ({num_shots},)"
@@ -157,9 +214,10 @@ def scan_source(src: Path) -> tuple[list[TitleHeader], list[store_lib.Modality],
             raise IngestError(f"{path}: has one of start_s/end_s but not the other")
         if "title_embedding" in arrays:
             shape, dtype = arrays["title_embedding"]
-            if len(shape) != 1 or dtype.kind != "f":
+            if len(shape) != 1 or dtype.kind != "f" or shape[0] == 0:
                 raise IngestError(
-                    f"{path}: 'title_embedding' must be a float vector, got {shape} {dtype}"
+                    f"{path}: 'title_embedding' must be a non-empty float vector, got "
+                    f"{shape} {dtype}"
                 )
             if title_dim is not None and shape[0] != title_dim:
                 raise IngestError(
@@ -184,34 +242,45 @@ def _load_title(
     header: TitleHeader, modalities: list[store_lib.Modality], title_dim: int
 ) -> dict[str, np.ndarray]:
     """Loads and value-checks one title; returns its rows ready to write."""
-    with np.load(header.path) as data:
+    path = header.path
+    with np.load(path) as data:
+
+        def read(name: str) -> np.ndarray:
+            try:
+                return np.asarray(data[name])
+            except READ_ERRORS as err:
+                raise IngestError(f"{path}: cannot read '{name}' ({err})") from None
+
         columns = []
         for modality in modalities:
-            values = np.asarray(data[modality.name])
+            values = read(modality.name)
             bad = ~np.isfinite(values)
             if bad.any():
                 shot = int(np.argwhere(bad)[0][0])
-                raise IngestError(f"{header.path}: '{modality.name}' is NaN/Inf at shot {shot}")
+                raise IngestError(f"{path}: '{modality.name}' is NaN/Inf at shot {shot}")
             big = np.abs(values) > FLOAT16_MAX
             if big.any():
                 shot = int(np.argwhere(big)[0][0])
-                raise IngestError(
-                    f"{header.path}: '{modality.name}' overflows float16 at shot {shot}"
-                )
+                raise IngestError(f"{path}: '{modality.name}' overflows float16 at shot {shot}")
             columns.append(values)
         times = np.full((header.num_shots, 2), np.nan, np.float32)
         if header.has_times:
-            start, end = (
-                np.asarray(data["start_s"], np.float64),
-                np.asarray(data["end_s"], np.float64),
-            )
+            start = read("start_s").astype(np.float64)
+            end = read("end_s").astype(np.float64)
             _check_times(header, start, end)
             times = np.stack([start, end], axis=1).astype(np.float32)
         title_embedding = np.zeros((max(title_dim, 1),), np.float16)
         if header.has_title_embedding:
-            vector = np.asarray(data["title_embedding"])
+            vector = read("title_embedding")
             if not np.isfinite(vector).all():
-                raise IngestError(f"{header.path}: 'title_embedding' has NaN/Inf")
+                raise IngestError(f"{path}: 'title_embedding' has NaN/Inf")
+            big = np.abs(vector) > FLOAT16_MAX
+            if big.any():
+                at = int(np.argmax(big))
+                raise IngestError(
+                    f"{path}: title {header.title_id!r} 'title_embedding'[{at}] = "
+                    f"{vector[at]:g} overflows float16 (max {FLOAT16_MAX:g})"
+                )
             title_embedding[:title_dim] = vector
     present = np.stack([np.any(c != 0, axis=1) for c in columns], axis=1).astype(np.uint8)
     shots = np.concatenate(columns, axis=1).astype(np.float16)
@@ -221,10 +290,12 @@ def _load_title(
 def _check_times(header: TitleHeader, start: np.ndarray, end: np.ndarray) -> None:
     where = header.path
     for name, values in (("start_s", start), ("end_s", end)):
-        bad = ~np.isfinite(values) | (values < 0)
+        bad = ~np.isfinite(values) | (values < 0) | (values > FLOAT32_MAX)
         if bad.any():
             shot = int(np.argmax(bad))
-            raise IngestError(f"{where}: '{name}' is negative or not finite at shot {shot}")
+            raise IngestError(
+                f"{where}: '{name}' is negative, not finite or too large at shot {shot}"
+            )
     backwards = end < start
     if backwards.any():
         shot = int(np.argmax(backwards))
@@ -253,8 +324,8 @@ def ingest(
         raise IngestError(f"{src}: source folder does not exist")
     if store_lib.is_local(store):
         store = os.path.abspath(store)
-        if os.path.exists(store) and not overwrite:
-            raise IngestError(f"{store}: already exists (pass --overwrite to replace it)")
+        outputs.recover_leftovers(store)
+        outputs.check_output(store, "store", overwrite=overwrite, inputs=[src])
     elif store_lib.read_manifest(store) is not None and not overwrite:
         raise IngestError(f"{store}: already holds a store (pass --overwrite to replace it)")
 
@@ -262,10 +333,7 @@ def ingest(
     num_shots = sum(h.num_shots for h in headers)
     num_features = modalities[-1].stop
 
-    target = f"{store}.partial-{os.getpid()}" if store_lib.is_local(store) else store
-    if store_lib.is_local(store) and os.path.exists(target):
-        shutil.rmtree(target)
-    try:
+    with outputs.atomic_output(store, "store", overwrite=overwrite, inputs=[src]) as target:
         arrays = {
             "shots": store_lib.create_array(
                 target, "shots", (num_shots, num_features), "float16", shard_rows
@@ -315,23 +383,9 @@ def ingest(
             "checksums": {"shots_and_offsets_blake2b": digest.hexdigest()},
             "source": str(src.resolve()),
         }
-        store_lib.write_manifest(target, manifest)
-    except BaseException:
-        if store_lib.is_local(store):
-            shutil.rmtree(target, ignore_errors=True)
-        raise
-    if store_lib.is_local(store):
-        _swap_into_place(target, store)
+        store_lib.write_manifest(target, manifest, progress=progress)
     elapsed = time.perf_counter() - started
     return IngestSummary(store, len(headers), num_shots, num_shots * num_features * 2, elapsed)
-
-
-def _swap_into_place(partial: str, store: str) -> None:
-    old = f"{store}.old-{os.getpid()}"
-    if os.path.exists(store):
-        os.rename(store, old)
-    os.rename(partial, store)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class _ShardWriter:

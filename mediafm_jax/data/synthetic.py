@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mediafm_jax import outputs
+
 NUM_GENRES = 11
 NUM_TONES = 100
 NUM_AD_CATEGORIES = 20
@@ -235,10 +237,22 @@ def _clips(title_id: str, story: dict, rng: np.random.Generator, split: str) -> 
 
 
 def write_catalog(
-    out: str | Path, config: SynthConfig = SynthConfig(), progress: bool = True
+    out: str | Path,
+    config: SynthConfig = SynthConfig(),
+    progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Writes titles.jsonl, shots/*.npz, probes.json and clips.jsonl under ``out``."""
-    out = Path(out)
+    """Writes titles.jsonl, shots/*.npz, probes.json and clips.jsonl under ``out``.
+
+    The catalog is built beside ``out`` and swapped in whole; an existing ``out`` must be
+    an earlier catalog of ours and ``overwrite`` set.
+    """
+    with outputs.atomic_output(out, "source", overwrite=overwrite) as target:
+        _write_catalog(Path(target), config, progress)
+    return Path(out)
+
+
+def _write_catalog(out: Path, config: SynthConfig, progress: bool) -> None:
     (out / "shots").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     catalog = _Catalog(config, rng)
@@ -268,4 +282,3 @@ def write_catalog(
     (out / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
     (out / "probes.json").write_text(json.dumps({"tasks": PROBE_TASKS}, indent=1) + "\n")
     (out / "synth.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
-    return out

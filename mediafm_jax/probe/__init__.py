@@ -3,8 +3,10 @@
 Methods, each a clip feature from mean-pooling the clip's shots ``[start, end)``:
 ``mediafm_context`` (in-context embeddings), ``mediafm_isolated`` (the encoder run on
 the clip alone, with [GLOBAL]), ``concat`` (fused input embeddings: the uncontextualized
-baseline), and one per modality (that modality's unit-normed input alone; none when the
-store has a single modality, as it would repeat ``concat``).
+baseline), one per modality (that modality's unit-normed input alone; none when the
+store has a single modality, as it would repeat ``concat``), and two label-free,
+hand-made context baselines from ``baselines.py``: ``title_mean`` (the clip's mean beside
+its whole title's mean) and ``novelty`` (before/after distances at the clip's cuts).
 
 Each score comes with a 95% interval from resampling the test *titles* (clips of one film
 are not independent), and each method's paired difference from ``concat`` with its own
@@ -19,8 +21,10 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from mediafm_jax import outputs
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder, EmbeddingStore
+from mediafm_jax.probe import baselines
 from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
 from mediafm_jax.probe.metrics import interval, title_bootstrap
 from mediafm_jax.probe.report import markdown_table, write_report
@@ -106,19 +110,26 @@ def run_probes(
     out: str | Path,
     emb: EmbeddingStore | None = None,
     bootstrap: int = 500,
+    overwrite: bool = False,
 ) -> dict:
     """Probes every task with every method; writes and returns the report.
 
-    ``bootstrap``: title resamples for the intervals (0: scores only). With several
-    processes every one computes the embeddings (one program over all devices; the
-    results come back replicated) and the probes; process 0 alone prints and writes.
+    ``bootstrap``: title resamples for the intervals (0: scores only). ``out`` is checked
+    before any work and replaced whole at the end (a report of ours, with ``overwrite``).
+    With several processes every one computes the embeddings (one program over all
+    devices; the results come back replicated) and the probes; process 0 alone prints
+    and writes.
     """
     main = jax.process_index() == 0
+    inputs = [store.root, tasks_path, clips_path]
+    inputs += [emb.root] if emb is not None else []
+    inputs += [embedder.run_dir] if embedder is not None else []
+    outputs.check_output(out, "report", overwrite=overwrite, inputs=inputs)
     tasks = load_tasks(tasks_path)
     clips_by_task = load_clips(clips_path, tasks, store)
     all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
     context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
-    inputs = input_rows(store, all_titles)
+    modality_rows = input_rows(store, all_titles)
     results = {}
     for task in tqdm(tasks, desc="probe", unit="task", disable=None if main else True):
         clips = clips_by_task[task.name]
@@ -130,7 +141,9 @@ def run_probes(
                 zip(clips.title.tolist(), clips.start.tolist(), clips.end.tolist(), strict=True)
             )
             features["mediafm_isolated"] = embedder.embed_clips(store, spans)
-        features.update({name: _pool(rows, clips) for name, rows in inputs.items()})
+        features.update({name: _pool(rows, clips) for name, rows in modality_rows.items()})
+        features["title_mean"] = baselines.title_mean(modality_rows[BASELINE], clips)
+        features["novelty"] = baselines.novelty(modality_rows[BASELINE], clips)
         try:
             scored = {name: run_probe(x, clips) for name, x in features.items()}
         except ProbeSkipped as reason:
@@ -148,5 +161,6 @@ def run_probes(
         if bootstrap:
             results[task.name].update(intervals(scored, bootstrap))
     if main:
-        write_report(results, out)
+        with outputs.atomic_output(out, "report", overwrite=overwrite, inputs=inputs) as target:
+            write_report(results, target)
     return results

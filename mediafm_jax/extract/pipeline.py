@@ -1,0 +1,330 @@
+"""One video -> shots, per-shot video/audio/text embeddings, thumbnails and a transcript.
+
+A single decode pass feeds the shot detector and a bounded per-shot frame sample; each
+finished shot gets its thumbnail at once and its frames are embedded in small batches,
+so memory is bounded by a few shots. Audio (spooled to disk during the pass) and text
+follow per shot. Outputs are built in a private temp folder and moved into place only
+when the whole title is done, so a crash never leaves a half-written title.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mediafm_jax.errors import ExtractError
+from mediafm_jax.extract import decode, encoders, shots, speech, subtitles
+
+STAGES = ("decode", "shots", "video", "audio", "speech", "text")
+EMBED_BATCH_FRAMES = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything that changes the output; its hash decides whether a rerun redoes a video."""
+
+    shots: str = "adaptive"  # or "transnetv2"
+    min_shot_s: float = 0.6
+    frames_per_shot: int = 3
+    video_encoder: str = "mobilenet_v2"
+    audio_encoder: str = "logmel_stats"
+    text_encoder: str = "minilm_l6"
+    speech: bool = True
+    silence_dbfs: float = -55.0
+    thumb_width: int = 192
+    subtitle_encoding: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class Models:
+    """The encoders of one process, loaded on first use (a worker loads each once)."""
+
+    def __init__(self, settings: Settings, threads: int) -> None:
+        self.settings, self.threads = settings, threads
+        self._cache: dict[str, Any] = {}
+        self.load_s: dict[str, float] = {}
+
+    def get(self, kind: str) -> Any:
+        """The encoder of ``kind`` (or "speech"); load time goes to ``load_s``, not a stage."""
+        if kind not in self._cache:
+            started = time.perf_counter()
+            if kind == "speech":
+                self._cache[kind] = speech.WhisperTinyEn(self.threads)
+            else:
+                spec = getattr(self.settings, f"{kind}_encoder")
+                self._cache[kind] = encoders.resolve(kind, spec)(self.threads)
+            self.load_s[kind] = round(time.perf_counter() - started, 3)
+        return self._cache[kind]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - since
+        return now
+
+
+def extract_video(
+    path: Path,
+    title_id: str,
+    out: Path,
+    settings: Settings,
+    models: Models,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Extracts one video into ``out`` (npz, thumbs, transcript); returns its record.
+
+    Raises ExtractError (unreadable file, bad subtitles); anything written so far is
+    removed. ``progress``: optional tqdm bar over the video's seconds.
+    """
+    started = time.perf_counter()
+    info = decode.probe(path)
+    tmp = out / ".tmp" / f"{title_id}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    (tmp / "thumbs").mkdir(parents=True)
+    try:
+        record = _extract_into(path, tmp, info, settings, models, progress)
+        _commit(tmp, out, title_id)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record["wall_s"] = round(time.perf_counter() - started, 3)
+    return record
+
+
+def _extract_into(
+    path: Path,
+    tmp: Path,
+    info: decode.VideoInfo,
+    settings: Settings,
+    models: Models,
+    progress: Any,
+) -> dict[str, Any]:
+    timer = _Timer()
+    load_before = sum(models.load_s.values())
+    video_encoder = models.get("video")
+    short_side = getattr(video_encoder, "short_side", 224)
+    detector = shots.detector(settings.shots, info.fps, settings.min_shot_s, models.threads)
+    sampler = shots.FrameSampler(short_side)
+    bounds: list[tuple[float, float]] = []
+    pending: list[np.ndarray] = []
+    video_rows: list[np.ndarray] = []
+    spool = tmp / "audio.s16"
+
+    def flush() -> None:
+        nonlocal pending
+        if pending:
+            t = time.perf_counter()
+            video_rows.append(_embed_video(video_encoder, pending))
+            timer.add("video", t)
+            pending = []
+
+    def close_shot(start: float, end: float, frames: list[tuple[float, np.ndarray]]) -> None:
+        picks = shots.pick_evenly(frames, settings.frames_per_shot)
+        _write_thumb(tmp / "thumbs" / f"{len(bounds):05d}.jpg", picks, settings.thumb_width)
+        bounds.append((start, end))
+        pending.append(np.stack(picks) if picks else np.zeros((0, 1, 1, 3), np.uint8))
+        if sum(len(p) for p in pending) >= EMBED_BATCH_FRAMES:
+            flush()
+
+    shot_start: float | None = None
+    last_time = 0.0
+    frames_seen = 0
+    reported = 0.0
+    t = time.perf_counter()
+    for frame in decode.stream_frames(path, spool if info.has_audio else None):
+        frames_seen += 1
+        sampler.add(frame)
+        t = timer.add("decode", t)
+        if shot_start is None:
+            shot_start = frame.time_s
+        cuts = detector.feed(frame)
+        t = timer.add("shots", t)
+        for cut in cuts:
+            if cut > shot_start:
+                close_shot(shot_start, cut, sampler.split(cut))
+                shot_start = cut
+        last_time = frame.time_s
+        if progress is not None and last_time - reported >= 1.0:
+            progress.update(round(last_time - reported, 2))
+            reported = last_time
+        t = time.perf_counter()
+    if shot_start is None:
+        raise ExtractError(f"{path}: no video frame could be decoded")
+    for cut in detector.finish():
+        if cut > shot_start:
+            close_shot(shot_start, cut, sampler.split(cut))
+            shot_start = cut
+    end = max(last_time + 1.0 / info.fps, shot_start + 1e-3)
+    if info.duration_s is not None and shot_start < info.duration_s <= end + 1.0:
+        end = max(end, info.duration_s)
+    close_shot(shot_start, end, sampler.kept)
+    flush()
+    starts_s = np.array([b[0] for b in bounds])
+    ends_s = np.array([b[1] for b in bounds])
+
+    audio_i16 = decode.read_spool(spool)
+    models.get("audio")
+    t = time.perf_counter()
+    audio_rows, voiced = _embed_audio(models, audio_i16, starts_s, ends_s, settings)
+    timer.add("audio", t)
+
+    texts, text_source = _shot_texts(path, models, audio_i16, voiced, starts_s, ends_s, timer)
+    del audio_i16
+    if any(texts):
+        models.get("text")
+    t = time.perf_counter()
+    text_rows = _embed_texts(models, texts)
+    timer.add("text", t)
+
+    video_nd = np.concatenate(video_rows).astype(np.float32)
+    np.savez(
+        tmp / "shots.npz",
+        video=video_nd,
+        audio=audio_rows,
+        text=text_rows,
+        start_s=starts_s,
+        end_s=ends_s,
+    )
+    transcript = {"source": text_source, "shots": texts}
+    (tmp / "text.json").write_text(json.dumps(transcript, ensure_ascii=False, indent=0))
+    duration = float(ends_s[-1]) if len(ends_s) else 0.0
+    return {
+        "status": "ok",
+        "shots": len(bounds),
+        "frames": frames_seen,
+        "duration_s": round(duration, 3),
+        "width": info.width,
+        "height": info.height,
+        "codec": info.codec,
+        "audio": "track" if info.has_audio else "none",
+        "shots_with_audio": int((np.abs(audio_rows).sum(1) > 0).sum()),
+        "text_source": text_source,
+        "shots_with_text": sum(1 for x in texts if x),
+        "stage_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "model_load_s": round(sum(models.load_s.values()) - load_before, 3),
+    }
+
+
+def _embed_video(encoder: Any, shots_list: list[np.ndarray]) -> np.ndarray:
+    """Embeds shots grouped by frame size; a shot with no frame gets a zero row."""
+    out_nd = np.zeros((len(shots_list), encoder.dim), np.float32)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, s in enumerate(shots_list):
+        if len(s):
+            by_shape.setdefault(s.shape[1:], []).append(i)
+    for indices in by_shape.values():
+        out_nd[indices] = encoder.embed([shots_list[i] for i in indices])
+    return out_nd
+
+
+def _write_thumb(path: Path, picks: list[np.ndarray], width: int) -> None:
+    from PIL import Image
+
+    if picks:
+        image = Image.fromarray(picks[len(picks) // 2])
+        height = max(1, round(image.height * width / image.width))
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+    else:
+        image = Image.new("RGB", (width, width * 9 // 16))
+    image.save(path, quality=80)
+
+
+def _dbfs(clip_i16: np.ndarray) -> float:
+    if clip_i16.size == 0:
+        return -np.inf
+    rms = np.sqrt(np.mean(np.square(clip_i16.astype(np.float32) / 32768.0)))
+    return 20 * np.log10(rms + 1e-12)
+
+
+def _embed_audio(
+    models: Models,
+    audio_i16: np.ndarray,
+    starts_s: np.ndarray,
+    ends_s: np.ndarray,
+    settings: Settings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """[n, dim] rows (zero where the shot is silent or has no audio) and the voiced mask."""
+    encoder = models.get("audio")
+    rows_nd = np.zeros((len(starts_s), encoder.dim), np.float32)
+    voiced = np.zeros(len(starts_s), bool)
+    rate = decode.AUDIO_RATE
+    for i, (a, b) in enumerate(zip(starts_s, ends_s, strict=True)):
+        clip = audio_i16[int(a * rate) : int(b * rate)]
+        if _dbfs(clip) < settings.silence_dbfs:
+            continue
+        voiced[i] = True
+        rows_nd[i] = encoder.embed([np.asarray(clip, np.float32) / 32768.0])[0]
+    return rows_nd, voiced
+
+
+def _shot_texts(
+    path: Path,
+    models: Models,
+    audio_i16: np.ndarray,
+    voiced: np.ndarray,
+    starts_s: np.ndarray,
+    ends_s: np.ndarray,
+    timer: _Timer,
+) -> tuple[list[str], str]:
+    """Per-shot text from a sidecar subtitle file, else from speech; and where it came from."""
+    sub = subtitles.sidecar(path)
+    if sub is not None:
+        cues, encoding = subtitles.read_cues(sub, models.settings.subtitle_encoding)
+        return subtitles.cues_to_shots(
+            cues, starts_s, ends_s
+        ), f"subtitles ({sub.name}, {encoding})"
+    if not models.settings.speech:
+        return [""] * len(starts_s), "none (speech to text off)"
+    if not voiced.any():
+        return [""] * len(starts_s), "none (no audio above the silence level)"
+    whisper = models.get("speech")
+    t = time.perf_counter()
+    words = whisper.transcribe(audio_i16)
+    timer.add("speech", t)
+    return speech.words_to_shots(words, starts_s, ends_s), "speech"
+
+
+def _embed_texts(models: Models, texts: list[str]) -> np.ndarray:
+    dim = encoders.resolve("text", models.settings.text_encoder).dim
+    rows_nd = np.zeros((len(texts), dim), np.float32)
+    have = [i for i, text in enumerate(texts) if text]
+    if have:
+        rows_nd[have] = models.get("text").embed([texts[i] for i in have])
+    return rows_nd
+
+
+def _commit(tmp: Path, out: Path, title_id: str) -> None:
+    """Moves a finished title into place: thumbs folder, transcript, then the npz last."""
+    for folder in ("shots", "thumbs", "text"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+    thumbs = out / "thumbs" / title_id
+    if thumbs.exists():
+        thumbs.rename(tmp / "old_thumbs")
+    (tmp / "thumbs").rename(thumbs)
+    os.replace(tmp / "text.json", out / "text" / f"{title_id}.json")
+    os.replace(tmp / "shots.npz", out / "shots" / f"{title_id}.npz")
+
+
+def remove_title(out: Path, title_id: str) -> None:
+    """Removes a title's outputs (ours: only called inside an extract output)."""
+    for p in (out / "shots" / f"{title_id}.npz", out / "text" / f"{title_id}.json"):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(out / "thumbs" / title_id, ignore_errors=True)

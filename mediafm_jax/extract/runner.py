@@ -1,0 +1,342 @@
+"""``mediafm extract``: many videos -> one ingest source (DESIGN.md §3.1 and §3.8).
+
+Finds the videos, checks the output folder is ours, skips what an earlier run already
+extracted with the same settings from the same unchanged file (size and mtime), runs the
+rest in worker processes, records each video's outcome in ``extract.json`` as it
+finishes (so an interrupted run resumes), and writes ``titles.jsonl`` from that record.
+A video that fails costs one line; the others go on, and the summary lists the failures.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import importlib.metadata
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mediafm_jax import outputs
+from mediafm_jax.errors import ExtractError
+from mediafm_jax.extract import encoders, pipeline, speech
+
+FORMAT = "mediafm-extract/1"
+MANIFEST = "extract.json"
+VIDEO_SUFFIXES = frozenset(
+    [
+        ".mp4",
+        ".m4v",
+        ".mkv",
+        ".mov",
+        ".avi",
+        ".webm",
+        ".mpg",
+        ".mpeg",
+        ".ts",
+        ".m2ts",
+        ".mts",
+        ".wmv",
+        ".flv",
+        ".ogv",
+        ".3gp",
+    ]
+)
+PACKAGES = (
+    "mediafm-jax",
+    "av",
+    "scenedetect-headless",
+    "onnxruntime",
+    "faster-whisper",
+    "ctranslate2",
+    "sentence-transformers",
+    "torch",
+    "charset-normalizer",
+    "numpy",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+    title_id: str
+    path: Path
+    size: int
+    mtime_ns: int
+
+
+@dataclasses.dataclass
+class Summary:
+    out: Path
+    done: list[str]
+    skipped: list[str]
+    failed: dict[str, str]
+    seconds: float
+
+
+def find_videos(inputs: list[Path]) -> list[Video]:
+    """Files as given, folders searched recursively for video suffixes; ids from file stems."""
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            paths += sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not _hidden(p, item)
+            )
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise ExtractError(f"{item}: no such file or folder")
+    videos: dict[str, Video] = {}
+    for p in paths:
+        p = p.resolve()
+        title_id = p.stem
+        if title_id in videos and videos[title_id].path != p:
+            raise ExtractError(
+                f"title id {title_id!r} comes from two files: {videos[title_id].path} and {p} "
+                "(title ids are file stems; rename one)"
+            )
+        stat = p.stat()
+        videos[title_id] = Video(title_id, p, stat.st_size, stat.st_mtime_ns)
+    if not videos:
+        raise ExtractError(f"no video files found in {', '.join(map(str, inputs))}")
+    return list(videos.values())
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def check_out_dir(out: Path, inputs: list[Path]) -> None:
+    """Refuses an OUT_SRC that is not ours, or that overlaps the inputs.
+
+    ``outputs.check_output`` refuses a folder not written by mediafm, one of another
+    kind, and one equal to, inside or containing an input (its files would become inputs
+    of the next run, or a rerun could overwrite an input video). On top: a source folder
+    of ours must be an extract output (``extract.json``), so synth catalogs are not mixed in.
+    """
+    outputs.check_output(out, "source", reuse=True, inputs=inputs)
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ExtractError(
+            f"{out}: is a source folder but not an extract output (no {MANIFEST}); "
+            "choose a new or empty folder"
+        )
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def load_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ExtractError(
+            f"{path}: not valid JSON ({err.msg}); it was not written by us"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ExtractError(f"{path}: not an extract manifest (format != {FORMAT})")
+    return manifest
+
+
+def _write_json_atomic(path: Path, value: Any, lines: bool = False) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    if lines:
+        tmp.write_text("".join(json.dumps(v) + "\n" for v in value))
+    else:
+        tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
+    return (
+        record is not None
+        and record.get("status") == "ok"
+        and record.get("path") == str(video.path)
+        and record.get("size") == video.size
+        and record.get("mtime_ns") == video.mtime_ns
+        and (out / "shots" / f"{video.title_id}.npz").is_file()
+    )
+
+
+# Worker processes: each loads its models once and reports a progress-bar slot.
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: pipeline.Settings, threads: int, slots: Any) -> None:
+    _WORKER["models"] = pipeline.Models(settings, threads)
+    _WORKER["slot"] = slots.get() if slots is not None else 0
+
+
+def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any]]:
+    """Extracts one video in a worker; any failure becomes a record with a one-line error."""
+    record: dict[str, Any] = {
+        "path": str(video.path),
+        "size": video.size,
+        "mtime_ns": video.mtime_ns,
+    }
+    bar = tqdm(
+        desc=video.title_id[:24],
+        unit="s",
+        position=_WORKER.get("slot", 0) + 1,
+        leave=False,
+        disable=None,
+        bar_format="{desc}: {n:.0f}s of video [{elapsed}, {rate_fmt}]",
+    )
+    try:
+        record.update(
+            pipeline.extract_video(
+                video.path, video.title_id, out, _WORKER["models"].settings, _WORKER["models"], bar
+            )
+        )
+    except Exception as err:  # noqa: BLE001 - one video's failure must not stop the batch
+        message = str(err).splitlines()[0] if str(err) else ""
+        if not isinstance(err, ExtractError):
+            message = f"{type(err).__name__}: {message}"
+        record.update(status="failed", error=message)
+        pipeline.remove_title(out, video.title_id)
+    finally:
+        bar.close()
+    return video.title_id, record
+
+
+def extract(
+    inputs: list[str | Path],
+    out: str | Path,
+    settings: pipeline.Settings | None = None,
+    workers: int = 1,
+    dry_run: bool = False,
+    log: Any = print,
+) -> Summary:
+    """Extracts every video under ``inputs`` into ``out``; returns what was done."""
+    started = time.perf_counter()
+    settings = settings or pipeline.Settings()
+    if workers < 1:
+        raise ExtractError(f"--workers {workers}: must be at least 1")
+    if settings.shots not in ("adaptive", "transnetv2"):
+        raise ExtractError(f"--shots {settings.shots}: expected adaptive or transnetv2")
+    if settings.frames_per_shot < 1 or settings.min_shot_s < 0:
+        raise ExtractError("--frames-per-shot must be >= 1 and --min-shot-s >= 0")
+    input_paths = [Path(p) for p in inputs]
+    out = Path(out).resolve()
+    videos = find_videos(input_paths)
+    check_out_dir(out, input_paths)
+    manifest = load_manifest(out)
+    if manifest is not None and manifest.get("settings_key") != settings.key():
+        old = manifest.get("settings", {})
+        changed = [
+            f"{k}: {old.get(k)!r} -> {v!r}"
+            for k, v in settings.to_dict().items()
+            if old.get(k) != v
+        ]
+        raise ExtractError(
+            f"{out}: was extracted with other settings ({'; '.join(changed)}); its titles "
+            "would not match, so write to a new OUT_SRC"
+        )
+    records: dict[str, Any] = dict(manifest["videos"]) if manifest else {}
+    for v in videos:
+        taken = records.get(v.title_id)
+        if taken and taken.get("path") != str(v.path) and taken.get("status") == "ok":
+            raise ExtractError(
+                f"title id {v.title_id!r}: {out / MANIFEST} already has it from {taken['path']}, "
+                f"not {v.path} (rename one)"
+            )
+    todo = [v for v in videos if not is_done(records.get(v.title_id), v, out)]
+    skipped = [v.title_id for v in videos if v not in todo]
+    if dry_run:
+        for v in videos:
+            action = "extract" if v in todo else "skip"
+            log(f"{action:<8} {v.title_id:<30} {v.path}")
+        log(f"dry run: {len(todo)} to extract, {len(skipped)} already done, into {out}")
+        return Summary(out, [], skipped, {}, time.perf_counter() - started)
+
+    described = [
+        encoders.resolve(kind, getattr(settings, f"{kind}_encoder")).describe()
+        for kind in encoders.KINDS
+    ]
+    if settings.speech:
+        described.append(speech.WhisperTinyEn.describe())
+    outputs.claim_folder(out, "source", inputs=input_paths)
+    if (out / ".tmp").is_dir():  # half-built titles of an interrupted run (ours)
+        shutil.rmtree(out / ".tmp")
+    manifest = {
+        "format": FORMAT,
+        "settings": settings.to_dict(),
+        "settings_key": settings.key(),
+        "encoders": described,
+        "versions": _versions(),
+        "videos": records,
+    }
+    _write_json_atomic(out / MANIFEST, manifest)
+    done: list[str] = []
+    failed: dict[str, str] = {}
+
+    def finish(title_id: str, record: dict[str, Any], overall: tqdm) -> None:
+        records[title_id] = record
+        _write_json_atomic(out / MANIFEST, manifest)
+        overall.update(1)
+        say = overall.write if log is print else log  # tqdm.write keeps the bars intact
+        if record["status"] == "ok":
+            done.append(title_id)
+            speed = record["duration_s"] / max(record["wall_s"], 1e-9)
+            say(
+                f"ok     {title_id}: {record['shots']} shots, {record['duration_s']:.1f}s of video "
+                f"in {record['wall_s']:.1f}s ({speed:.1f}x real time), text: {record['text_source']}"
+            )
+        else:
+            failed[title_id] = record["error"]
+            say(f"FAILED {title_id}: {record['error']}")
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    overall = tqdm(total=len(todo), desc="videos", unit="video", position=0, disable=None)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            _init_worker(settings, threads, None)
+            for v in todo:
+                finish(*_run_one(v, out), overall)
+        else:
+            context = multiprocessing.get_context("spawn")
+            slots = context.Queue()
+            for i in range(workers):
+                slots.put(i)
+            with concurrent.futures.ProcessPoolExecutor(
+                max_workers=min(workers, len(todo)),
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(settings, threads, slots),
+            ) as pool:
+                futures = [pool.submit(_run_one, v, out) for v in todo]
+                for future in concurrent.futures.as_completed(futures):
+                    finish(*future.result(), overall)
+    finally:
+        overall.close()
+        if (out / ".tmp").is_dir() and not any((out / ".tmp").iterdir()):
+            (out / ".tmp").rmdir()
+        ok = [t for t, r in records.items() if r.get("status") == "ok"]
+        _write_json_atomic(
+            out / "titles.jsonl",
+            [{"title_id": t, "source": records[t]["path"]} for t in sorted(ok)],
+            lines=True,
+        )
+    summary = Summary(out, done, skipped, failed, time.perf_counter() - started)
+    log(
+        f"extracted {len(done)}, skipped {len(skipped)} already done, failed {len(failed)}; "
+        f"{len(ok)} titles in {out} ({summary.seconds:.1f}s)"
+    )
+    for title_id, error in failed.items():
+        log(f"  failed: {title_id}: {error}")
+    return summary

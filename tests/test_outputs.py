@@ -1,0 +1,178 @@
+"""Output safety: overwrite only what we wrote, never an input, swap atomically, clean up.
+
+Each case runs the real command line and hashes every file under the test folder before
+and after, so "nothing else was touched" is checked, not assumed.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mediafm_jax import cli, outputs
+
+
+def tree_digest(root: Path, skip: Path | None = None) -> dict[str, str]:
+    """sha256 of every file under root (except under ``skip``)."""
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and (skip is None or skip not in path.parents):
+            digests[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+@pytest.fixture()
+def world(tmp_path, tiny_source, tiny_store, tiny_run):
+    """Copies of a source, a store and a run, plus a folder of someone's own files."""
+    shutil.copytree(tiny_source, tmp_path / "src")
+    shutil.copytree(tiny_store, tmp_path / "store")
+    shutil.copytree(tiny_run, tmp_path / "run")
+    personal = tmp_path / "personal"
+    personal.mkdir()
+    (personal / "thesis.tex").write_text("years of work")
+    (personal / "photos").mkdir()
+    (personal / "photos" / "cat.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    return tmp_path
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = cli.main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def embed_args(world, out, *extra):
+    return ["embed", "--workdir", world / "run", "--store", world / "store", "--out", out, *extra]
+
+
+REFUSED = [
+    # (command builder, expected message fragment)
+    (lambda w: ["ingest", w / "src", w / "src", "--overwrite"], "is also an input"),
+    (lambda w: ["ingest", w / "src", w / "src" / "store", "--overwrite"], "inside the input"),
+    (lambda w: ["ingest", w / "src", w, "--overwrite"], "contains the input"),
+    (lambda w: ["ingest", w / "src", w / "personal", "--overwrite"], "not written by mediafm"),
+    (lambda w: ["ingest", w / "src", w / "run", "--overwrite"], "holds a mediafm run"),
+    (lambda w: embed_args(w, w / "store", "--overwrite"), "is also an input"),
+    (lambda w: embed_args(w, w / "run", "--overwrite"), "is also an input"),
+    (lambda w: embed_args(w, w / "personal", "--overwrite"), "not written by mediafm"),
+    (lambda w: embed_args(w, w / "personal" / "thesis.tex", "--overwrite"), "is a file"),
+    (lambda w: ["synth", w / "personal", "--titles", "3"], "not written by mediafm"),
+    (lambda w: ["synth", w / "src", "--titles", "3"], "already exists"),
+    (lambda w: ["synth", w / "store", "--titles", "3", "--overwrite"], "holds a mediafm store"),
+    (
+        lambda w: [
+            "train",
+            "--config",
+            "experiments/configs/tiny.py",
+            "--store",
+            w / "store",
+            "--workdir",
+            w / "personal",
+        ],
+        "not written by mediafm",
+    ),
+    (
+        lambda w: [
+            "probe",
+            "--workdir",
+            w / "run",
+            "--store",
+            w / "store",
+            "--tasks",
+            w / "src" / "probes.json",
+            "--clips",
+            w / "src" / "clips.jsonl",
+            "--out",
+            w / "src",
+            "--overwrite",
+        ],
+        "contains the input",
+    ),
+    (lambda w: ["demo", "--out", w / "personal"], "not written by mediafm"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(REFUSED)))
+def test_refused_outputs_touch_nothing(world, capsys, case):
+    build, fragment = REFUSED[case]
+    before = tree_digest(world)
+    code, err = run_cli(capsys, *build(world))
+    assert code == 2, err
+    assert fragment in err and len(err.strip().splitlines()) == 1, err
+    assert tree_digest(world) == before
+    assert not [p for p in world.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+def test_refusal_lists_what_is_there(world, capsys):
+    code, err = run_cli(capsys, "ingest", world / "src", world / "personal", "--overwrite")
+    assert code == 2 and "photos, thesis.tex" in err
+
+
+def test_overwrite_replaces_only_our_own_kind(world, capsys):
+    emb = world / "emb"
+    assert run_cli(capsys, *embed_args(world, emb))[0] == 0
+    assert outputs.kind_of(emb) == "embeddings"
+    code, err = run_cli(capsys, *embed_args(world, emb))
+    assert code == 2 and "already exists" in err
+    first = tree_digest(emb)
+    assert run_cli(capsys, *embed_args(world, emb, "--overwrite"))[0] == 0
+    assert tree_digest(emb).keys() == first.keys()  # replaced whole, same layout
+    store2 = world / "store2"
+    assert run_cli(capsys, "ingest", world / "src", store2)[0] == 0
+    assert run_cli(capsys, "ingest", world / "src", store2, "--overwrite")[0] == 0
+    assert outputs.kind_of(store2) == "store"
+
+
+def test_stores_written_before_markers_are_recognised(world):
+    (world / "store" / outputs.MARKER).unlink(missing_ok=True)
+    assert outputs.kind_of(world / "store") == "store"
+    (world / "run" / outputs.MARKER).unlink(missing_ok=True)
+    assert outputs.kind_of(world / "run") == "run"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_a_killed_run_are_cleaned_and_a_lost_swap_is_restored(world, capsys):
+    store = world / "store"
+    dead = _dead_pid()
+    # A kill between the two renames of a swap: the old store sits at .old-<pid>.
+    old = world / f"store.old-{dead}"
+    os.rename(store, old)
+    partial = world / f"store.partial-{dead}"
+    partial.mkdir()
+    outputs.write_marker(partial, "store")
+    (partial / "half.bin").write_bytes(b"0" * 100)
+    # Someone else's folder with a similar name is not ours: it stays.
+    foreign = world / f"store.partial-{dead + 1}"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    before = tree_digest(old)
+    code, err = run_cli(capsys, "ingest", world / "src", store)
+    assert code == 2 and "already exists" in err  # the restored store is there again
+    assert "restored" in err and "removed" in err
+    assert tree_digest(store) == before
+    assert not old.exists() and not partial.exists()
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_failed_write_keeps_the_previous_output(world, monkeypatch):
+    target = world / "out"
+    target.mkdir()
+    outputs.write_marker(target, "report")
+    (target / "report.json").write_text("{}")
+    before = tree_digest(target)
+    with (
+        pytest.raises(RuntimeError),
+        outputs.atomic_output(target, "report", overwrite=True) as tmp,
+    ):
+        Path(tmp, "report.json").write_text("half")
+        raise RuntimeError("killed")
+    assert tree_digest(target) == before
+    assert [p.name for p in world.iterdir() if p.name.startswith("out")] == ["out"]
