@@ -428,6 +428,8 @@ def train_and_evaluate(
             print(f"resumed from {checkpointer.directory / str(start_step)}", flush=True)
     else:
         state = setup.init_state(config.train.seed)
+    # -- Stopping early: SIGTERM (agreed by all processes) or --stop-at -----------------
+    stop = StopSignal(stop_at)  # before the summary below: once it prints, SIGTERM saves
     if is_main:
         dropped = cut_metrics(workdir / "metrics.jsonl", start_step)
         if dropped:
@@ -441,8 +443,6 @@ def train_and_evaluate(
         )
         print(optim.summary(state["params"], config.optim.kind), flush=True)
 
-    # -- Stopping early: SIGTERM (agreed by all processes) or --stop-at -----------------
-    stop = StopSignal(stop_at)
     writer = MetricsWriter(workdir, enabled=is_main)
     schedule = optim.learning_rate_schedule(
         config.optim.learning_rate, config.optim, config.train.steps
