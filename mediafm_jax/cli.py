@@ -29,6 +29,8 @@ def _cmd_synth(args: argparse.Namespace) -> None:
         dims = []
     if len(dims) != 4 or min(dims) < 1:
         raise UsageError(f"--dims {args.dims}: takes VIDEO,AUDIO,TEXT,TITLE, e.g. 128,128,128,128")
+    if args.titles < 1:
+        raise UsageError(f"--titles {args.titles}: expected a count >= 1")
     config = synthetic.SynthConfig(
         titles=args.titles,
         seed=args.seed,
@@ -113,7 +115,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         from mediafm_jax.data.store import ShotStore
 
         _verify_store(ShotStore(args.store))
-    train.train_and_evaluate(config, args.store, args.workdir, stop_at=args.stop_at)
+    train.train_and_evaluate(
+        config,
+        args.store,
+        args.workdir,
+        stop_at=args.stop_at,
+        allow_config_change=args.allow_config_change,
+    )
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -123,13 +131,14 @@ def _cmd_embed(args: argparse.Namespace) -> None:
 
     inputs = [args.store, args.workdir]
     outputs.check_output(args.out, "embeddings", overwrite=args.overwrite, inputs=inputs)
-    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
     store = store_lib.ShotStore(args.store)
+    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
     result = embed.embed_store(embedder, store, args.out, overwrite=args.overwrite)
-    print(
-        f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
-        f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
-    )
+    if result is not None:  # process 0, the one that wrote
+        print(
+            f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
+            f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
+        )
 
 
 def _cmd_probe(args: argparse.Namespace) -> None:
@@ -265,13 +274,18 @@ def _cmd_extract(args: argparse.Namespace) -> int:
     return 2 if summary.failed else 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
+def _cmd_demo(args: argparse.Namespace) -> int:
     from mediafm_jax import demo
 
     if args.video:
         demo.run_video_demo(args.out or "demo_video_out")
-        return
-    demo.run_demo(args.out or "demo_out", titles=args.titles, steps=args.steps)
+        return 0
+    try:
+        demo.run_demo(args.out or "demo_out", titles=args.titles, steps=args.steps)
+    except demo.DemoStopped as stop:
+        print(f"mediafm demo: {stop}", file=sys.stderr)
+        return stop.exit_code
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -304,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument(
         "--stop-at", type=int, help="checkpoint and stop after this step (time-boxed jobs)"
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume with other settings than the run's (recorded in config_history.jsonl)",
     )
     p.add_argument("--verify-store", action="store_true", help="hash every store byte first")
     _add_distributed_flags(p)

@@ -1,9 +1,14 @@
-"""Typed, frozen experiment configuration.
+"""Typed, frozen experiment configuration, and its one validation point.
 
 Experiment files in ``experiments/configs/`` define ``get_config(arg) -> ExperimentConfig``;
 ``--set a.b=value`` overrides one field and fails loudly on unknown keys. Shapes that the
 data determines (modality dims, title-embedding dim) are not here: they come from the
 store's manifest, so they are never typed twice.
+
+Each field's type says what it may hold: a ``Literal`` lists the choices, and an
+``Annotated[..., Range(...)]`` its bounds. ``validate(config, num_devices)`` checks those
+generically plus the rules that tie fields together (heads vs hidden, mesh vs devices,
+batch vs data parallelism), so a bad run stops before anything is written.
 """
 
 from __future__ import annotations
@@ -11,90 +16,126 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from mediafm_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field; ``*_open`` excludes the bound itself."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {self.low:g}")
+        if self.high is not None:
+            parts.append(f"{'<' if self.high_open else '<='} {self.high:g}")
+        return " and ".join(parts)
+
+    def holds(self, value: float) -> bool:
+        if isinstance(value, float) and math.isnan(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+
+Count = Annotated[int, Range(1)]  # sizes, step counts, cadences
+NonNegative = Annotated[int, Range(0)]
+Ratio = Annotated[float, Range(0.0, 1.0)]
+OpenRatio = Annotated[float, Range(0.0, 1.0, high_open=True)]  # dropout, betas, momentum
+Positive = Annotated[float, Range(0.0, low_open=True)]
+MeshAxis = Annotated[int, Range(-1)]  # -1 (fill) or a size >= 1; 0 is caught by validate
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    hidden_size: int = 256
-    num_layers: int = 4
-    num_heads: int = 4
-    mlp_size: int = 1024
-    max_shots: int = 512
+    hidden_size: Count = 256
+    num_layers: Count = 4
+    num_heads: Count = 4
+    mlp_size: Count = 1024
+    max_shots: Count = 512
     post_ln: bool = False  # BERT-style post-LN blocks instead of pre-LN
-    dropout: float = 0.0
-    compute_dtype: str = "float32"  # "bfloat16" on GPU/TPU
+    dropout: OpenRatio = 0.0
+    compute_dtype: Dtype = "float32"  # "bfloat16" on GPU/TPU
     remat: bool = False
-    attention_impl: str | None = None  # None = XLA picks; "cudnn" for flash attention on GPU
+    # None = XLA picks; "cudnn" for flash attention on GPU
+    attention_impl: Literal["xla", "cudnn"] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-    mask_ratio: float = 0.2
+    mask_ratio: Ratio = 0.2
     # BERT's 80/10/10: of the selected shots, this share gets [MASK], the same share of the
     # rest gets a random other shot, the remainder stays as it is (but is still predicted).
-    mask_token_share: float = 0.8
-    random_shot_share: float = 0.1
+    mask_token_share: Ratio = 0.8
+    random_shot_share: Ratio = 0.1
     per_modality_norm: bool = False  # unit-norm each modality before concatenation
-    modality_dropout: float = 0.0  # drop a whole modality of a shot during training
+    modality_dropout: OpenRatio = 0.0  # drop a whole modality of a shot during training
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    split: str = "train"
-    in_memory: str = "auto"  # "auto" | "yes" | "no": copy the shot table into host RAM
-    in_memory_max_gb: float = 8.0
-    threads: int = 4  # Grain read threads (4 beat 2 on a 2-core machine: page faults overlap)
-    prefetch: int = 2
+    split: Literal["train", "val", "test"] | None = "train"  # None: every title
+    in_memory: Literal["auto", "yes", "no"] = "auto"  # copy the shot table into host RAM
+    in_memory_max_gb: Annotated[float, Range(0.0)] = 8.0
+    threads: Count = 4  # Grain read threads (4 beat 2 on a 2-core machine: page faults overlap)
+    prefetch: NonNegative = 2
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    kind: str = "muon_adamw"  # "muon_adamw" | "adamw"
-    learning_rate: float = 1e-3
-    muon_learning_rate: float | None = None  # None: reuse learning_rate (moonlight scale)
-    warmup_steps: int = 100
-    min_lr_ratio: float = 0.1
-    b1: float = 0.9
-    b2: float = 0.98
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    muon_momentum: float = 0.95
+    kind: Literal["muon_adamw", "adamw"] = "muon_adamw"
+    learning_rate: Positive = 1e-3
+    muon_learning_rate: Positive | None = None  # None: reuse learning_rate (moonlight scale)
+    warmup_steps: NonNegative = 100
+    min_lr_ratio: Ratio = 0.1
+    b1: OpenRatio = 0.9
+    b2: OpenRatio = 0.98
+    eps: Positive = 1e-8
+    weight_decay: Annotated[float, Range(0.0)] = 0.01
+    muon_momentum: OpenRatio = 0.95
     muon_nesterov: bool = True
-    muon_ns_steps: int = 5
-    muon_ns_dtype: str = "bfloat16"
-    muon_scale: str = "moonlight"  # "moonlight" | "keller" | "none"
-    clip_norm: float | None = 1.0
-    accumulate_steps: int = 1
+    muon_ns_steps: Count = 5
+    muon_ns_dtype: Dtype = "bfloat16"
+    muon_scale: Literal["moonlight", "keller", "none"] = "moonlight"
+    clip_norm: Positive | None = 1.0
+    accumulate_steps: Count = 1
     muon_gather_free: bool = False  # stack same-shape matrices, shard the stack over fsdp
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    data: int = -1  # -1 fills with the devices left over
-    fsdp: int = 1
-    tensor: int = 1
+    data: MeshAxis = -1  # -1 fills with the devices left over
+    fsdp: MeshAxis = 1
+    tensor: MeshAxis = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
-    every_steps: int = 500
-    keep: int = 3
+    every_steps: Count = 500
+    keep: Count = 3
     async_save: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 8  # global, in windows
-    seed: int = 0
-    log_every: int = 50
+    steps: Count = 1000
+    batch_size: Count = 8  # global, in windows
+    seed: NonNegative = 0
+    log_every: Count = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,35 +150,72 @@ class ExperimentConfig:
     train: TrainConfig = TrainConfig()
 
 
-def _coerce(text: str, annotation: Any, key: str) -> Any:
-    """Parses an override string into the field's declared type."""
+# ---------------------------------------------------------------------------------------
+# Field types: what a field may hold, read from its annotation.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldType:
+    """A field's annotation taken apart: base type, choices, bounds, None allowed."""
+
+    base: Any
+    choices: tuple[Any, ...] | None = None
+    bounds: Range | None = None
+    optional: bool = False
+
+    def expected(self) -> str:
+        if self.choices is not None:
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        else:
+            text = getattr(self.base, "__name__", str(self.base))
+            if self.bounds is not None:
+                text += " " + self.bounds.describe()
+        return text + (" or none" if self.optional else "")
+
+
+def field_type(annotation: Any) -> FieldType:
+    optional = False
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(annotation)
-        if text.lower() in ("none", "null") and type(None) in args:
-            return None
+        optional = type(None) in args
         inner = [a for a in args if a is not type(None)]
-        return _coerce(text, inner[0], key)
-    try:
-        if annotation is bool:
-            if text.lower() in ("true", "1", "yes"):
-                return True
-            if text.lower() in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if annotation is int:
-            return int(text)
-        if annotation is float:
-            return float(text)
-        if annotation is str:
-            return text
-    except ValueError:
-        pass
-    raise ConfigError(f"--set {key}={text}: expected {getattr(annotation, '__name__', annotation)}")
+        if len(inner) != 1:
+            raise TypeError(f"unsupported config annotation {annotation}")
+        annotation, origin = inner[0], typing.get_origin(inner[0])
+    bounds = None
+    if origin is Annotated:
+        annotation, *extras = typing.get_args(annotation)
+        bounds = next((e for e in extras if isinstance(e, Range)), None)
+        origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        return FieldType(type(choices[0]), choices=choices, optional=optional)
+    return FieldType(annotation, bounds=bounds, optional=optional)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _coerce(text: str, annotation: Any, key: str) -> Any:
+    """Parses an override string into the field's declared type."""
+    ftype = field_type(annotation)
+    if ftype.optional and text.lower() in ("none", "null"):
+        return None
+    value: Any = None
+    if ftype.base is bool:
+        value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        value = value.get(text.lower())
+    elif ftype.base in (int, float, str):
+        try:
+            value = ftype.base(text)
+        except ValueError:
+            value = None
+    if value is None or (ftype.choices is not None and value not in ftype.choices):
+        raise ConfigError(f"--set {key}={text}: expected {ftype.expected()}")
+    return value
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
@@ -190,10 +268,6 @@ def save_json(config: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(to_json(config) + "\n")
 
 
-def load_json(path: str | Path) -> ExperimentConfig:
-    return from_dict(json.loads(Path(path).read_text()))
-
-
 def load_config_file(spec: str) -> ExperimentConfig:
     """Loads ``path/to/file.py[:arg]`` by calling its ``get_config(arg)``."""
     path_text, _, arg = spec.partition(":")
@@ -210,3 +284,102 @@ def load_config_file(spec: str) -> ExperimentConfig:
     if not isinstance(config, ExperimentConfig):
         raise ConfigError(f"--config {spec}: get_config returned {type(config).__name__}")
     return config
+
+
+# ---------------------------------------------------------------------------------------
+# Validation: every field against its type, then the rules between fields.
+# ---------------------------------------------------------------------------------------
+
+
+def _fields(node: Any, prefix: str = "") -> Iterator[tuple[str, Any, FieldType]]:
+    """(dotted key, value, field type) of every leaf field of a config tree."""
+    for name, annotation in _field_types(type(node)).items():
+        value = getattr(node, name)
+        if dataclasses.is_dataclass(annotation):
+            yield from _fields(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value, field_type(annotation)
+
+
+def _field_problem(value: Any, ftype: FieldType) -> bool:
+    """True when ``value`` does not fit ``ftype`` (a bool is not an int, NaN is no float)."""
+    if value is None:
+        return not ftype.optional
+    if ftype.choices is not None:
+        return value not in ftype.choices or type(value) is not ftype.base
+    if ftype.base is bool:
+        return not isinstance(value, bool)
+    if ftype.base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return True
+    elif ftype.base is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return True
+    elif not isinstance(value, ftype.base):
+        return True
+    return ftype.bounds is not None and not ftype.bounds.holds(value)
+
+
+def problems(config: ExperimentConfig, num_devices: int | None = None, processes: int = 1):
+    """Every problem of ``config`` as ``key=value: expected ...`` strings (empty: valid).
+
+    ``num_devices``: the devices the run will use, for the mesh and batch rules (None
+    skips them, as inference does: it builds its own mesh).
+    """
+    found = [
+        f"{key}={value!r}: expected {ftype.expected()}"
+        for key, value, ftype in _fields(config)
+        if _field_problem(value, ftype)
+    ]
+    if found:  # the rules below assume well-typed fields
+        return found
+    model, objective, mesh = config.model, config.objective, config.mesh
+    if model.hidden_size % model.num_heads:
+        found.append(
+            f"model.num_heads={model.num_heads} does not divide "
+            f"model.hidden_size={model.hidden_size}"
+        )
+    if objective.mask_token_share + objective.random_shot_share > 1:
+        found.append(
+            f"objective.mask_token_share={objective.mask_token_share} + "
+            f"objective.random_shot_share={objective.random_shot_share} exceeds 1"
+        )
+    axes = {"mesh.data": mesh.data, "mesh.fsdp": mesh.fsdp, "mesh.tensor": mesh.tensor}
+    found += [f"{k}=0: expected -1 (fill) or a size >= 1" for k, v in axes.items() if v == 0]
+    if list(axes.values()).count(-1) > 1:
+        found.append("mesh: at most one of data, fsdp, tensor may be -1")
+    batch = config.train.batch_size
+    if batch % processes:
+        found.append(f"train.batch_size={batch} is not divisible by the {processes} processes")
+    if num_devices is not None and not found:
+        from mediafm_jax.sharding import resolve_mesh_shape  # sharding imports this module
+
+        try:
+            data, fsdp, _ = resolve_mesh_shape(mesh, num_devices)
+        except ValueError as err:
+            found.append(str(err))
+        else:
+            if batch % (data * fsdp):
+                found.append(
+                    f"train.batch_size={batch} is not divisible by the data-parallel size "
+                    f"{data * fsdp} (mesh.data={data} x mesh.fsdp={fsdp})"
+                )
+    return found
+
+
+def validate(config: ExperimentConfig, num_devices: int | None = None, processes: int = 1) -> None:
+    """Raises one ConfigError listing every problem of ``config``; see ``problems``."""
+    found = problems(config, num_devices, processes)
+    if found:
+        raise ConfigError("config: " + "; ".join(found))
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (for diffs of saved configs)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

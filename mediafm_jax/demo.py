@@ -7,8 +7,11 @@ mux a clip (bikes.mp4's cuts + a spoken sentence) -> extract -> ingest -> contac
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from mediafm_jax import outputs
@@ -81,7 +84,46 @@ def contact_sheet(src: Path, title_id: str, png: Path, columns: int = 4) -> Path
     return png
 
 
+class DemoStopped(Exception):
+    """SIGTERM or SIGINT stopped the demo; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM/SIGINT raise DemoStopped wherever the demo is (training installs its own
+    SIGTERM handler while it runs: it saves, returns, and the demo stops after it)."""
+
+    def handler(signum: int, _frame) -> None:
+        raise DemoStopped(signal.Signals(signum).name, signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def run_demo(out: str | Path, titles: int = 120, steps: int | None = None) -> dict:
+    """Runs the five stages; a signal stops it as a whole (DemoStopped), never half-way
+    into the next stage with a half-trained model."""
+    stage_name = ["start"]
+    try:
+        with _stop_on_signals():
+            return _run_demo(out, titles, steps, stage_name)
+    except DemoStopped as stop:
+        raise DemoStopped(
+            f"stopped by {stop} during {stage_name[0]}; rerun `mediafm demo --out {out}` "
+            "to start over",
+            stop.exit_code - 128,
+        ) from None
+
+
+def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[str]) -> dict:
     from mediafm_jax import config as config_lib
     from mediafm_jax import embed, presets, probe, train
     from mediafm_jax.data import ingest, synthetic
@@ -92,6 +134,7 @@ def run_demo(out: str | Path, titles: int = 120, steps: int | None = None) -> di
     started = time.perf_counter()
 
     def stage(number: int, text: str) -> None:
+        stage_name[0] = text.split(":")[0]
         print(f"\n[{number}/5] {text}  (t = {time.perf_counter() - started:.0f}s)", flush=True)
 
     stage(1, f"synth: {titles} synthetic titles with narrative structure")
@@ -108,7 +151,9 @@ def run_demo(out: str | Path, titles: int = 120, steps: int | None = None) -> di
     if steps is not None:
         config = config_lib.apply_overrides(config, [f"train.steps={steps}"])
     stage(3, f"train: demo preset, {config.train.steps} steps of masked shot modeling")
-    train.train_and_evaluate(config, str(out / "store"), out / "run")
+    trained = train.train_and_evaluate(config, str(out / "store"), out / "run")
+    if trained["stopped"] is not None:
+        raise DemoStopped("SIGTERM", signal.SIGTERM)
 
     stage(4, "embed: in-context embeddings of every shot")
     store = ShotStore(str(out / "store"))

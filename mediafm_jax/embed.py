@@ -28,10 +28,12 @@ from mediafm_jax.config import MeshConfig, ObjectiveConfig
 from mediafm_jax.data import pipeline
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore, StoreError
+from mediafm_jax.errors import CheckpointError
 from mediafm_jax.model import NUM_SPECIAL, DataDims, Encoder
 from mediafm_jax.objective import fuse
 
 EMBED_FORMAT_VERSION = 1
+RUN_RECORD_KEYS = ("data_dims", "store")  # saved beside the config, not config fields
 LAYER_MODES = ("last", "mean")
 
 
@@ -76,36 +78,59 @@ class Embedder:
             raise ValueError(f"layers={layers!r}: expected one of {LAYER_MODES}")
         run_dir = Path(run_dir)
         self.run_dir = run_dir
-        checkpointer = Checkpointer(run_dir, async_save=False)
+        checkpointer = Checkpointer(run_dir, async_save=False, create=False)
+        try:
+            self._restore(checkpointer, step, devices)
+        finally:
+            checkpointer.close()
+        self.layers = layers
+        self.hidden_size = self.config.model.hidden_size
+        self.max_shots = self.config.model.max_shots
+        # Outputs replicated: every process holds the whole batch's embeddings, so no
+        # process reads an array that spans other hosts' devices.
+        replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        self._encode = jax.jit(self._encode_impl, out_shardings=(replicated, replicated))
+
+    def _restore(self, checkpointer: Checkpointer, step: int | None, devices) -> None:
+        """Params of ``step``, or of the newest step that restores and verifies.
+
+        The model's shape comes from the config saved with the newest step whose config
+        reads; the search then skips (and names) any newer step that is damaged.
+        """
         steps = checkpointer.all_steps()
         if not steps:
-            raise StoreError(f"{run_dir}: no checkpoints under {run_dir / 'checkpoints'}")
-        step = steps[-1] if step is None else step
-        if step not in steps:
-            raise StoreError(f"{run_dir}: no checkpoint at step {step} (have {steps})")
-        saved = checkpointer.restore_config(step)
+            raise CheckpointError(f"{self.run_dir}: no checkpoints under {checkpointer.directory}")
+        saved = None
+        for candidate in [step] if step is not None and step in steps else steps[::-1]:
+            try:
+                saved = checkpointer.restore_config(candidate)
+                break
+            except Exception:  # damaged; restore_newest reports it
+                continue
+        if saved is None:
+            raise CheckpointError(f"{self.run_dir}: no checkpoint has a readable config")
         self.dims = DataDims(
             fused=saved["data_dims"]["fused"],
             title=saved["data_dims"]["title"],
             modalities=tuple(tuple(m) for m in saved["data_dims"]["modalities"]),
         )
-        self.config = config_lib.from_dict({k: v for k, v in saved.items() if k != "data_dims"})
-        self.step = step
-        self.layers = layers
+        self.config = config_lib.from_dict(
+            {k: v for k, v in saved.items() if k not in RUN_RECORD_KEYS}
+        )
+        config_lib.validate(self.config)
         self.mesh = sharding.make_mesh(MeshConfig(data=-1), devices)
         abstract_model = nnx.eval_shape(lambda: Encoder(self.config.model, self.dims, nnx.Rngs(0)))
         self.graphdef, abstract_vars = nnx.split(abstract_model, nnx.Param)
-        abstract_params = nnx.to_pure_dict(abstract_vars)
         # Inference replicates parameters and splits windows over all devices.
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         abstract_params = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract_params
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+            nnx.to_pure_dict(abstract_vars),
         )
-        self.params = checkpointer.restore_params(step, abstract_params)
-        checkpointer.close()
-        self.hidden_size = self.config.model.hidden_size
-        self.max_shots = self.config.model.max_shots
-        self._encode = jax.jit(self._encode_impl)
+        restored = checkpointer.restore_newest(abstract_params, params_only=True, step=step)
+        self.params = restored.state["params"]
+        self.step = restored.step
+        self.skipped = restored.skipped
 
     def check_store(self, store: ShotStore) -> None:
         ours = tuple((m.start, m.stop) for m in store.modalities)
@@ -133,7 +158,13 @@ class Embedder:
         arrays = [batch["shots"], batch["present"], batch["valid"], batch["title_embedding"]]
         if pad:
             arrays = [np.concatenate([a, np.zeros((pad, *a.shape[1:]), a.dtype)]) for a in arrays]
-        arrays = [jax.device_put(a, sharding.batch_sharding(self.mesh, a.ndim)) for a in arrays]
+        # Every process holds the same host batch; each places only its devices' rows.
+        arrays = [
+            jax.make_array_from_callback(
+                a.shape, sharding.batch_sharding(self.mesh, a.ndim), lambda index, a=a: a[index]
+            )
+            for a in arrays
+        ]
         with jax.set_mesh(self.mesh):
             shots_h, cls_h = self._encode(self.params, *arrays)
         return np.asarray(shots_h)[:b], np.asarray(cls_h)[:b]
@@ -270,12 +301,24 @@ def embed_store(
     batch_windows: int = 16,
     progress: bool = True,
     overwrite: bool = False,
-) -> EmbeddingStore:
+) -> EmbeddingStore | None:
     """Writes in-context embeddings of every title, aligned row for row with ``store``.
 
     The old ``out`` (ours, with ``overwrite``) stays intact until the new one is complete.
+    With several processes, all of them compute (the encoder is one program over all
+    devices) and process 0 alone writes; it returns the store, the others None once it
+    is written.
     """
     h = embedder.hidden_size
+    writer = jax.process_index() == 0
+    titles = embedder.embed_titles(
+        store, range(store.num_titles), batch_windows=batch_windows, progress=progress and writer
+    )
+    if not writer:
+        for _ in titles:  # take part in every batch's computation
+            pass
+        _sync_processes("mediafm embed_store written")
+        return None
     inputs = [store.root, embedder.run_dir]
     with outputs.atomic_output(out, "embeddings", overwrite=overwrite, inputs=inputs) as target:
         shots = store_lib.create_array(
@@ -283,9 +326,7 @@ def embed_store(
         )
         cls = np.zeros((store.num_titles, h), np.float32)
         pending = []
-        for title, rows, cls_h in embedder.embed_titles(
-            store, range(store.num_titles), batch_windows=batch_windows, progress=progress
-        ):
+        for title, rows, cls_h in titles:
             start, stop = store.title_rows(title)
             pending.append(shots[start:stop].write(rows))
             cls[title] = cls_h
@@ -311,4 +352,13 @@ def embed_store(
                 "counts": {"titles": store.num_titles, "shots": store.num_shots},
             },
         )
+    _sync_processes("mediafm embed_store written")
     return EmbeddingStore(out)
+
+
+def _sync_processes(name: str) -> None:
+    """Waits for every process (a no-op with one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -9,7 +9,9 @@ is jitted with explicit in/out shardings and the state donated.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -28,8 +30,9 @@ from mediafm_jax import optim, outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import ExperimentConfig
 from mediafm_jax.data import pipeline
+from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore
-from mediafm_jax.errors import NonFiniteLossError
+from mediafm_jax.errors import ConfigError, NonFiniteLossError, UsageError
 from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.objective import msm_loss
 from mediafm_jax.streams import step_key
@@ -224,18 +227,140 @@ def plot_loss_curve(
 # ---------------------------------------------------------------------------------------
 
 
-def check_resumable(saved: dict, config: ExperimentConfig, dims: DataDims) -> None:
-    if saved.get("model") != dataclasses.asdict(config.model):
-        raise config_lib.ConfigError(
-            "the run directory holds a checkpoint of a different model config; "
-            "use a new --workdir or the same model settings"
-        )
-    saved_dims = saved.get("data_dims") or {}
-    if saved_dims.get("fused", dims.fused) != dims.fused:
-        raise config_lib.ConfigError(
-            f"the checkpoint was trained on fused dim {saved_dims['fused']}, "
-            f"this store has {dims.fused}"
-        )
+# Settings a resumed run may change: they set how long it runs, how often it logs and
+# saves, and how fast its input and devices go, never what it computes.
+RESUMABLE_CHANGES = (
+    "train.steps",
+    "train.log_every",
+    "checkpoint.every_steps",
+    "checkpoint.keep",
+    "checkpoint.async_save",
+    "data.threads",
+    "data.prefetch",
+    "data.in_memory",
+    "data.in_memory_max_gb",
+    "mesh.data",
+    "mesh.fsdp",
+    "mesh.tensor",
+    "store.root",  # the same data (checksum) at another path
+)
+
+
+def store_identity(store: ShotStore) -> dict[str, Any]:
+    """What makes a store the same data: its manifest checksum, columns and counts."""
+    return {
+        "root": os.path.abspath(store.root) if store_lib.is_local(store.root) else store.root,
+        "checksum": store.manifest.get("checksums"),
+        "modalities": [[m.name, m.start, m.stop] for m in store.modalities],
+        "titles": store.num_titles,
+        "shots": store.num_shots,
+    }
+
+
+def config_changes(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for every flattened key that differs; keys the saved record
+    lacks (written by an older version) are not compared."""
+    old, new = config_lib.flatten(saved), config_lib.flatten(current)
+    return {k: (old[k], new.get(k)) for k in sorted(old) if k in new and old[k] != new[k]} | {
+        k: (old[k], None) for k in sorted(old) if k not in new
+    }
+
+
+def _resume_guard(workdir: Path, current: dict, allow_change: bool) -> Callable[[int, dict], None]:
+    """``check_config`` for the checkpoint search: a resume that would mix two runs stops
+    with a readable diff, unless ``--allow-config-change`` records it in the history."""
+
+    def check(step: int, saved: dict) -> None:
+        changes = config_changes(saved, current)
+        moved = changes.pop("store.root", None)
+        blocking = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
+        if moved is not None and jax.process_index() == 0:
+            print(f"resume: the store moved: {moved[0]} -> {moved[1]} (same checksum)")
+        if not blocking:
+            return
+        diff = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in blocking.items())
+        if not allow_change:
+            raise ConfigError(
+                f"{workdir}: resuming step {step} with other settings than the run's: {diff} "
+                "(use a new --workdir, or pass --allow-config-change to continue with them)"
+            )
+        if jax.process_index() == 0:
+            entry = {
+                "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "step": step,
+                "changes": {k: [a, b] for k, (a, b) in blocking.items()},
+            }
+            with (workdir / "config_history.jsonl").open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+            print(f"resume: continuing step {step} with changed settings: {diff}", flush=True)
+
+    return check
+
+
+def cut_metrics(path: Path, step: int) -> int:
+    """Drops records after ``step`` (they are replayed on resume); returns how many."""
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    keep = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(keep) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        tmp.replace(path)
+    return len(lines) - len(keep)
+
+
+def _check_workdir_path(workdir: Path) -> None:
+    """A workdir that is a file, or lies under one, is a one-line error, not a traceback."""
+    for path in (workdir, *workdir.absolute().parents):
+        if path.exists() and not path.is_dir():
+            where = "is a file" if path == workdir else f"is under the file {path}"
+            raise UsageError(f"--workdir {workdir}: {where}")
+
+
+class StopSignal:
+    """When to stop early, agreed by every process.
+
+    One process: a SIGTERM handler sets a flag. Several: JAX's preemption service (its
+    own SIGTERM notifier, so no Python handler here) picks the next step every process
+    reaches and ``reached_preemption_sync_point`` turns true there on all of them, at no
+    cost to the steps before it. ``stop_at`` is a planned stop, not a preemption.
+    """
+
+    def __init__(self, stop_at: int | None):
+        self.stop_at = stop_at
+        self.reason: str | None = None
+        self.flag = False
+        self.previous = None
+        self.multi = jax.process_count() > 1
+        if not self.multi:
+            try:
+                self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            except ValueError:  # not the main thread
+                self.previous = None
+
+    def _on_sigterm(self, *_: Any) -> None:
+        self.flag = True
+
+    def should_stop(self, done: int) -> bool:
+        if self.multi:
+            from jax.experimental import multihost_utils
+
+            try:
+                if multihost_utils.reached_preemption_sync_point(done):
+                    self.reason = "preempted"
+            except RuntimeError as err:  # jax_enable_preemption_service is off
+                print(f"preemption sync unavailable ({err}); SIGTERM will not save", flush=True)
+                self.multi = False
+        elif self.flag:
+            self.reason = "preempted"
+        if self.reason is None and self.stop_at is not None and done >= self.stop_at:
+            self.reason = "stop_at"
+        return self.reason is not None
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def train_and_evaluate(
@@ -244,19 +369,27 @@ def train_and_evaluate(
     workdir: str | Path,
     devices=None,
     stop_at: int | None = None,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Trains (or resumes) a run; returns a summary with the final metrics.
 
     ``stop_at`` stops after that step as a preemption would (save, then return), which
-    is how tests and scripts split a run in two.
+    is how tests and scripts split a run in two. ``allow_config_change`` lets a resume
+    change settings beyond run length and cadence (recorded in config_history.jsonl).
+    Everything that can be checked is checked before the run directory is touched.
     """
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
+    num_devices = len(devices) if devices is not None else jax.device_count()
+    config_lib.validate(config, num_devices, jax.process_count())
+    if stop_at is not None and stop_at < 1:
+        raise UsageError(f"--stop-at {stop_at}: expected a step >= 1")
+    _check_workdir_path(workdir)
+    store = ShotStore(store_path)
     if is_main:
         outputs.claim_folder(workdir, "run", inputs=[store_path])
 
     # -- Data --------------------------------------------------------------------------
-    store = ShotStore(store_path)
     size_gb = store.num_shots * store.num_features * 2 / 1e9
     if config.data.in_memory == "yes" or (
         config.data.in_memory == "auto" and size_gb <= config.data.in_memory_max_gb
@@ -277,24 +410,38 @@ def train_and_evaluate(
         dataset, prefetch=config.data.prefetch, threads=config.data.threads
     )
 
-    # -- Mesh and state ----------------------------------------------------------------
+    # -- Mesh and state: resume from the newest checkpoint that verifies ---------------
     mesh = sharding.make_mesh(config.mesh, devices)
     setup = TrainSetup.create(config, dims, mesh)
-    saved_config = {**config_lib.to_dict(config), "data_dims": dataclasses.asdict(dims)}
+    saved_config = {
+        **config_lib.to_dict(config),
+        "data_dims": dataclasses.asdict(dims),
+        "store": store_identity(store),
+    }
     checkpointer = Checkpointer(
         workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
     )
-    start_step = checkpointer.latest_step()
-    if start_step is not None:
-        check_resumable(checkpointer.restore_config(start_step), config, dims)
-        state, data_state, _ = checkpointer.restore(start_step, setup.abstract_state)
-        iterator.set_state(data_state)
+    start_step = 0
+    if checkpointer.all_steps():
+        guard = _resume_guard(workdir, json.loads(json.dumps(saved_config)), allow_config_change)
+        try:
+            restored = checkpointer.restore_newest(setup.abstract_state, check_config=guard)
+        except BaseException:
+            checkpointer.close()
+            raise
+        checkpointer.set_aside([s for s, _ in restored.skipped])
+        start_step, state = restored.step, restored.state
+        iterator.set_state(restored.data)
         if is_main:
             print(f"resumed from {checkpointer.directory / str(start_step)}", flush=True)
     else:
-        start_step = 0
         state = setup.init_state(config.train.seed)
+    # -- Stopping early: SIGTERM (agreed by all processes) or --stop-at -----------------
+    stop = StopSignal(stop_at)  # before the summary below: once it prints, SIGTERM saves
     if is_main:
+        dropped = cut_metrics(workdir / "metrics.jsonl", start_step)
+        if dropped:
+            print(f"metrics.jsonl: dropped {dropped} records after step {start_step}", flush=True)
         config_lib.save_json(config, workdir / "config.json")
         n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
         print(
@@ -304,14 +451,6 @@ def train_and_evaluate(
         )
         print(optim.summary(state["params"], config.optim.kind), flush=True)
 
-    # -- Preemption: SIGTERM saves and exits cleanly -----------------------------------
-    preempted = {"flag": False}
-    previous_handler = signal.getsignal(signal.SIGTERM)
-    try:
-        signal.signal(signal.SIGTERM, lambda *_: preempted.__setitem__("flag", True))
-    except ValueError:  # not the main thread
-        previous_handler = None
-
     writer = MetricsWriter(workdir, enabled=is_main)
     schedule = optim.learning_rate_schedule(
         config.optim.learning_rate, config.optim, config.train.steps
@@ -320,7 +459,7 @@ def train_and_evaluate(
     pending: list[Any] = []
     window_shots, window_start = 0, time.perf_counter()
     last: dict[str, float] = {}
-    step = start_step
+    step, stopped = start_step, None
 
     def flush_metrics(at_step: int) -> dict[str, float]:
         nonlocal pending, window_shots, window_start
@@ -356,24 +495,34 @@ def train_and_evaluate(
             done = step + 1
             at_log = done % config.train.log_every == 0 or done == config.train.steps
             at_save = done % config.checkpoint.every_steps == 0 or done == config.train.steps
-            if stop_at is not None and done >= stop_at:
-                preempted["flag"] = True
-            if at_log or at_save or preempted["flag"]:
+            stopping = stop.should_stop(done) and done < config.train.steps
+            if at_log or at_save or stopping:
                 last = flush_metrics(done)
                 if at_log:
                     writer.write(last, config.train.steps)
-            if at_save or preempted["flag"]:
+            if at_save or stopping:
                 checkpointer.save(done, state, iterator.get_state(), saved_config)
-            if preempted["flag"]:
-                if is_main:
-                    print(f"stopped early: saved step {done}", flush=True)
+            if stopping:
+                stopped = stop.reason
+                if stopped == "preempted":
+                    line = f"preempted (SIGTERM): saved step {done}"
+                else:
+                    line = f"stopped at step {done} as asked (--stop-at): saved"
+                if is_main or stop.multi:
+                    who = f"process {jax.process_index()}: " if stop.multi else ""
+                    print(f"{who}{line}; rerun the same command to resume", flush=True)
                 break
         checkpointer.wait()
     finally:
         checkpointer.close()
         writer.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        stop.restore()
     if is_main and (workdir / "metrics.jsonl").exists():
         plot_loss_curve(workdir / "metrics.jsonl", workdir / "plots" / "loss.png")
-    return {"state": state, "last": last, "preempted": preempted["flag"], "setup": setup}
+    return {
+        "state": state,
+        "last": last,
+        "preempted": stopped == "preempted",
+        "stopped": stopped,  # None (ran to the end), "preempted" or "stop_at"
+        "setup": setup,
+    }

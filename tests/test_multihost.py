@@ -2,8 +2,11 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -89,3 +92,97 @@ def test_two_processes_match_one_and_checkpoints_cross_process_counts(tiny_store
         _train(tiny_store, tmp_path / name, second)
         np.testing.assert_allclose(_losses(tmp_path / name), reference, rtol=2e-5)
         jax.tree.map(close, _final_params(tmp_path / name, tiny_store), one_params)
+
+
+def _process_env(index: int, processes: int, port: int) -> dict[str, str]:
+    """What launch/local_multiprocess.sh sets for one process."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return {
+        **env,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        "MEDIAFM_COORDINATOR": f"localhost:{port}",
+        "MEDIAFM_NUM_PROCESSES": str(processes),
+        "MEDIAFM_PROCESS_ID": str(index),
+    }
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tiny_store, tmp_path):
+    workdir = tmp_path / "run"
+    args = [*TRAIN, "--store", tiny_store, "--workdir", str(workdir)]
+    for s in ["train.steps=100000", "train.log_every=1", "checkpoint.every_steps=100000"]:
+        args += ["--set", s]
+    port = 12000 + (os.getpid() + 1) % 5000
+    procs = [
+        subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=_process_env(i, 2, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        deadline = time.time() + 300
+        metrics = workdir / "metrics.jsonl"
+        while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+            assert time.time() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)  # the other process is not told
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    saved = [
+        re.search(r"process (\d): preempted \(SIGTERM\): saved step (\d+)", out)
+        for out, _ in outputs
+    ]
+    assert all(saved), [out[-1000:] for out, _ in outputs]
+    assert [int(m.group(1)) for m in saved] == [0, 1]
+    step = int(saved[0].group(2))
+    assert int(saved[1].group(2)) == step
+    ckpt = Checkpointer(workdir)
+    assert ckpt.all_steps() == [step]
+    ckpt.close()
+
+
+def test_two_process_embed_equals_one_process(tiny_run, tiny_store, tmp_path):
+    from mediafm_jax import embed
+    from mediafm_jax.data.store import ShotStore
+
+    out = tmp_path / "emb2"
+    command = [
+        str(ROOT / "launch" / "local_multiprocess.sh"),
+        "--devices-per-process",
+        "2",
+        "--port",
+        str(12000 + (os.getpid() + 2) % 5000),
+        "2",
+        "--",
+        sys.executable,
+        "-m",
+        "mediafm_jax.cli",
+        "embed",
+        "--workdir",
+        str(tiny_run),
+        "--store",
+        tiny_store,
+        "--out",
+        str(out),
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("wrote ") == 1  # process 0 alone writes and reports
+    assert not list(tmp_path.glob("emb2.partial-*"))
+    store = ShotStore(tiny_store)
+    one = embed.embed_store(
+        embed.Embedder(tiny_run, devices=jax.devices()[:1]), store, str(tmp_path / "emb1")
+    )
+    two = embed.EmbeddingStore(str(out))
+    np.testing.assert_allclose(two.shot_embeddings(), one.shot_embeddings(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(two.cls_embeddings(), one.cls_embeddings(), rtol=1e-5, atol=1e-5)

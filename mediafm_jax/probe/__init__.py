@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import numpy as np
 from tqdm import tqdm
 
@@ -95,7 +96,9 @@ def context_rows(
     assert embedder is not None
     return {
         t: rows
-        for t, rows, _ in embedder.embed_titles(store, [int(t) for t in titles], progress=True)
+        for t, rows, _ in embedder.embed_titles(
+            store, [int(t) for t in titles], progress=jax.process_index() == 0
+        )
     }
 
 
@@ -113,7 +116,11 @@ def run_probes(
 
     ``bootstrap``: title resamples for the intervals (0: scores only). ``out`` is checked
     before any work and replaced whole at the end (a report of ours, with ``overwrite``).
+    With several processes every one computes the embeddings (one program over all
+    devices; the results come back replicated) and the probes; process 0 alone prints
+    and writes.
     """
+    main = jax.process_index() == 0
     inputs = [store.root, tasks_path, clips_path]
     inputs += [emb.root] if emb is not None else []
     inputs += [embedder.run_dir] if embedder is not None else []
@@ -124,7 +131,7 @@ def run_probes(
     context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
     modality_rows = input_rows(store, all_titles)
     results = {}
-    for task in tqdm(tasks, desc="probe", unit="task", disable=None):
+    for task in tqdm(tasks, desc="probe", unit="task", disable=None if main else True):
         clips = clips_by_task[task.name]
         features = {}
         if context is not None:
@@ -140,7 +147,8 @@ def run_probes(
         try:
             scored = {name: run_probe(x, clips) for name, x in features.items()}
         except ProbeSkipped as reason:
-            print(f"probe: skipped task {task.name!r}: {reason}", flush=True)
+            if main:
+                print(f"probe: skipped task {task.name!r}: {reason}", flush=True)
             results[task.name] = {"metric": task.metric, "skipped": str(reason), "results": {}}
             continue
         first = next(iter(scored.values()))
@@ -152,6 +160,7 @@ def run_probes(
         }
         if bootstrap:
             results[task.name].update(intervals(scored, bootstrap))
-    with outputs.atomic_output(out, "report", overwrite=overwrite, inputs=inputs) as target:
-        write_report(results, target)
+    if main:
+        with outputs.atomic_output(out, "report", overwrite=overwrite, inputs=inputs) as target:
+            write_report(results, target)
     return results

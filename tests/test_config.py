@@ -1,0 +1,121 @@
+"""Config: field types and bounds, cross-field rules, and the CLI's one-line refusals.
+
+Every refusal is checked for exit code 2, a single stderr line naming the key, and that
+nothing was created on disk.
+"""
+
+import dataclasses
+
+import pytest
+
+from mediafm_jax import cli, presets
+from mediafm_jax import config as config_lib
+
+TRAIN = ["train", "--config", "experiments/configs/tiny.py"]
+
+
+def _refused(capsys, argv) -> str:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("train.batch_size=0", "train.batch_size=0"),
+        ("train.batch_size=-4", "train.batch_size=-4"),
+        ("train.steps=-5", "train.steps=-5"),
+        ("train.log_every=0", "train.log_every=0"),
+        ("checkpoint.every_steps=0", "checkpoint.every_steps=0"),
+        ("checkpoint.keep=0", "checkpoint.keep=0"),
+        ("optim.kind=sgd", "optim.kind=sgd"),
+        ("data.split=bogus", "data.split=bogus"),
+        ("data.in_memory=maybe", "data.in_memory=maybe"),
+        ("model.compute_dtype=float8", "model.compute_dtype=float8"),
+        ("model.post_ln=maybe", "model.post_ln=maybe"),
+        ("objective.mask_ratio=1.5", "objective.mask_ratio=1.5"),
+        ("optim.learning_rate=nan", "optim.learning_rate=nan"),
+        ("model.num_heads=3", "model.num_heads=3 does not divide model.hidden_size=32"),
+        ("mesh.data=16", "needs 16 devices, 8 are available"),
+        ("mesh.fsdp=0", "mesh.fsdp=0"),
+        ("train.batch_size=12", "train.batch_size=12 is not divisible by the data-parallel size 8"),
+    ],
+)
+def test_bad_setting_is_one_line_and_creates_nothing(tmp_path, capsys, override, named):
+    run = tmp_path / "run"
+    err = _refused(
+        capsys, [*TRAIN, "--store", str(tmp_path / "s"), "--workdir", str(run), "--set", override]
+    )
+    assert named in err
+    assert not run.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_store_and_workdir_under_a_file_create_nothing(tmp_path, capsys, tiny_store):
+    run = tmp_path / "run"
+    err = _refused(capsys, [*TRAIN, "--store", str(tmp_path / "nope"), "--workdir", str(run)])
+    assert "nope" in err and not run.exists()
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("mine")
+    err = _refused(capsys, [*TRAIN, "--store", tiny_store, "--workdir", str(blocker / "run")])
+    assert "is under the file" in err and str(blocker) in err
+    err = _refused(capsys, [*TRAIN, "--store", tiny_store, "--workdir", str(blocker)])
+    assert "is a file" in err
+    assert blocker.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "file.txt"
+    ]
+
+
+def test_embed_of_a_missing_run_creates_nothing(tmp_path, capsys, tiny_store):
+    missing = tmp_path / "MISSING"
+    err = _refused(
+        capsys,
+        ["embed", "--workdir", str(missing), "--store", tiny_store, "--out", str(tmp_path / "e")],
+    )
+    assert "MISSING" in err and "no checkpoints" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("titles", ["-3", "0"])
+def test_synth_title_count_must_be_positive(tmp_path, capsys, titles):
+    err = _refused(capsys, ["synth", str(tmp_path / "src"), "--titles", titles])
+    assert f"--titles {titles}" in err and list(tmp_path.iterdir()) == []
+
+
+def test_presets_are_valid_and_types_are_checked_for_python_configs():
+    for preset in (presets.tiny, presets.demo, presets.base, presets.large):
+        assert config_lib.problems(preset()) == [], preset.__name__
+    assert config_lib.problems(presets.tiny(), num_devices=8) == []
+    tiny = presets.tiny()
+    # A config file can hold anything: a string for a bool, a bool for an int, a typo'd choice.
+    bad = dataclasses.replace(
+        tiny,
+        model=dataclasses.replace(tiny.model, post_ln="yes", num_layers=True),
+        optim=dataclasses.replace(tiny.optim, muon_scale="huge", clip_norm=None),
+        objective=dataclasses.replace(tiny.objective, mask_token_share=0.8, random_shot_share=0.3),
+    )
+    found = config_lib.problems(bad)
+    assert any(p.startswith("model.post_ln='yes'") for p in found)
+    assert any(p.startswith("model.num_layers=True") for p in found)
+    assert any(p.startswith("optim.muon_scale='huge'") for p in found)
+    assert not any("clip_norm" in p for p in found)  # None is allowed there
+    fixed = dataclasses.replace(bad, model=tiny.model, optim=tiny.optim)
+    assert config_lib.problems(fixed) == [
+        "objective.mask_token_share=0.8 + objective.random_shot_share=0.3 exceeds 1"
+    ]
+    with pytest.raises(config_lib.ConfigError, match="^config: "):
+        config_lib.validate(bad)
+
+
+def test_overrides_coerce_to_the_declared_type():
+    cfg = config_lib.apply_overrides(
+        presets.tiny(),
+        ["data.split=none", "model.attention_impl=cudnn", "optim.clip_norm=null", "train.seed=7"],
+    )
+    assert cfg.data.split is None and cfg.model.attention_impl == "cudnn"
+    assert cfg.optim.clip_norm is None and cfg.train.seed == 7
+    assert config_lib.from_dict(config_lib.to_dict(cfg)) == cfg
+    for bad in ("train.seed=1.5", "data.split=none-ish", "model.remat=2"):
+        with pytest.raises(config_lib.ConfigError, match="expected"):
+            config_lib.apply_overrides(presets.tiny(), [bad])
