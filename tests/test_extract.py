@@ -398,3 +398,26 @@ def test_a_users_encoder_plugs_in_by_import_path(tmp_path):
         "weights": None,
         "sha256": None,
     }
+
+
+def test_search_sheet_shows_extracted_thumbnails(extracted, tmp_path):
+    """`mediafm search --sheet` on an extract output draws its thumbnails, not a timeline
+    (extract names them 00003.jpg): the query panel holds the shot's own thumbnail."""
+    from PIL import Image
+
+    from mediafm_jax import search, sheet
+
+    out, _, _ = extracted
+    ingest.ingest(out, str(tmp_path / "store"), progress=False)
+    store = ShotStore(str(tmp_path / "store"))
+    searcher = search.Searcher(store, None, method="concat")
+    hits = searcher.search("bikes", 3, k=4)
+    query = searcher.resolve("bikes", 3)
+    png = tmp_path / "sheet.png"
+    kind, panels = sheet.write_sheet(png, query, hits, store, out)
+    assert (kind, panels) == ("thumbnails", 5)
+    expected = sheet._fit(out / "thumbs" / "bikes" / "00003.jpg")
+    left, top, right, bottom = sheet.panel_box(0, panels)
+    with Image.open(png) as image:
+        drawn = np.asarray(image.convert("RGB").crop((left, top, right, bottom))).astype(int)
+    assert np.abs(drawn - np.asarray(expected).astype(int)).mean() < 2
