@@ -421,3 +421,35 @@ def test_search_sheet_shows_extracted_thumbnails(extracted, tmp_path):
     with Image.open(png) as image:
         drawn = np.asarray(image.convert("RGB").crop((left, top, right, bottom))).astype(int)
     assert np.abs(drawn - np.asarray(expected).astype(int)).mean() < 2
+
+
+FAST = Settings(video_encoder=f"{__name__}:MeanColour", speech=False)  # no model to load
+
+
+def _remux(source, target, **options):
+    """``source``'s packets into another container (e.g. MP4 with the index up front)."""
+    with av.open(str(source)) as src, av.open(str(target), "w", options=options) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+
+
+def test_truncated_file_is_refused_not_catalogued_short(tmp_path):
+    """Half of a file whose index is up front decodes without an FFmpeg error to where
+    its bytes end; it must fail with one line, not pass as a 4 s film."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _remux(media.bikes(), folder / "whole_mp4.mp4", movflags="faststart")
+    _remux(media.bikes(), folder / "whole_mkv.mkv")
+    for name in ("whole_mp4.mp4", "whole_mkv.mkv"):
+        data = (folder / name).read_bytes()
+        (folder / f"cut_{name}").write_bytes(data[: len(data) // 2])
+    summary = extract([folder], tmp_path / "out", FAST, log=lambda *_: None)
+    assert sorted(summary.done) == ["whole_mkv", "whole_mp4"]
+    assert sorted(summary.failed) == ["cut_whole_mkv", "cut_whole_mp4"]
+    for error in summary.failed.values():
+        assert "decoding stopped at" in error and "s its header declares" in error
+        assert "\n" not in error
+    assert not (tmp_path / "out" / "shots" / "cut_whole_mp4.npz").exists()
