@@ -453,3 +453,38 @@ def test_truncated_file_is_refused_not_catalogued_short(tmp_path):
         assert "decoding stopped at" in error and "s its header declares" in error
         assert "\n" not in error
     assert not (tmp_path / "out" / "shots" / "cut_whole_mp4.npz").exists()
+
+
+@pytest.mark.parametrize(
+    ("timing", "expected"),
+    [
+        ("00:00:0x,000 --> 00:00:03,500", "line 6: cannot read the timing"),
+        ("00:00:05,000 --> 00:00:04,000", "line 6: the cue ends before it starts"),
+        ("00:00:06,000 --> 00:00:99,000", "line 6: minutes or seconds past 59"),
+    ],
+)
+def test_a_broken_cue_is_named_not_dropped(tmp_path, timing, expected):
+    """One bad timing line among good cues: the file and line are named, the video fails
+    (before, the cue was dropped or its shots got a 99 s cue, silently)."""
+    path = tmp_path / "film.srt"
+    path.write_bytes(f"1\n00:00:00,500 --> 00:00:01,000\nfirst\n\n2\n{timing}\nsecond\n".encode())
+    with pytest.raises(ExtractError, match=f"film.srt: {expected}"):
+        subtitles.read_cues(path)
+    path.write_bytes(b"")
+    with pytest.raises(ExtractError, match="film.srt: is empty"):
+        subtitles.read_cues(path)
+
+
+def test_a_bad_sidecar_fails_its_video_only(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("good", "empty", "broken"):
+        shutil.copy(media.bikes(), folder / f"{name}.mp4")
+    (folder / "good.srt").write_text("1\n00:00:00,500 --> 00:00:01,000\nhello\n")
+    (folder / "empty.srt").write_bytes(b"")
+    (folder / "broken.srt").write_text("1\n00:00:0x,500 --> 00:00:01,000\nhello\n")
+    lines: list[str] = []
+    summary = extract([folder], tmp_path / "out", FAST, log=lines.append)
+    assert summary.done == ["good"] and sorted(summary.failed) == ["broken", "empty"]
+    assert "broken.srt: line 2: cannot read the timing" in summary.failed["broken"]
+    assert _texts(tmp_path / "out", "good")[0] == "hello"
