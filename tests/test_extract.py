@@ -7,6 +7,7 @@ subtitles, and a file that is not a video.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -488,3 +489,26 @@ def test_a_bad_sidecar_fails_its_video_only(tmp_path):
     assert summary.done == ["good"] and sorted(summary.failed) == ["broken", "empty"]
     assert "broken.srt: line 2: cannot read the timing" in summary.failed["broken"]
     assert _texts(tmp_path / "out", "good")[0] == "hello"
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    cases = {
+        "--min-shot-s nan: must be a number >= 0": ["--min-shot-s", "nan"],
+        "--min-shot-s inf: must be a number >= 0": ["--min-shot-s", "inf"],
+        "--frames-per-shot 0: must be at least 1": ["--frames-per-shot", "0"],
+        "--subtitle-encoding bogus: unknown encoding": ["--subtitle-encoding", "bogus"],
+    }
+    for expected, extra in cases.items():
+        assert cli.main(["extract", str(folder), str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (expected, err)
+    assert not out.exists()
+    # an output where every video failed holds no title of the old settings: new ones may go
+    assert extract([folder], out, FAST, log=lambda *_: None).failed
+    other = dataclasses.replace(FAST, frames_per_shot=2)
+    assert extract([folder], out, other, log=lambda *_: None).failed
+    assert json.loads((out / "extract.json").read_text())["settings"]["frames_per_shot"] == 2

@@ -9,10 +9,12 @@ A video that fails costs one line; the others go on, and the summary lists the f
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
 import dataclasses
 import importlib.metadata
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -153,6 +155,13 @@ def load_manifest(out: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _any_ok(manifest: dict[str, Any]) -> bool:
+    videos = manifest.get("videos")
+    return isinstance(videos, dict) and any(
+        isinstance(r, dict) and r.get("status") == "ok" for r in videos.values()
+    )
+
+
 def _write_json_atomic(path: Path, value: Any, lines: bool = False) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if lines:
@@ -229,13 +238,25 @@ def extract(
         raise ExtractError(f"--workers {workers}: must be at least 1")
     if settings.shots not in ("adaptive", "transnetv2"):
         raise ExtractError(f"--shots {settings.shots}: expected adaptive or transnetv2")
-    if settings.frames_per_shot < 1 or settings.min_shot_s < 0:
-        raise ExtractError("--frames-per-shot must be >= 1 and --min-shot-s >= 0")
+    if settings.frames_per_shot < 1:
+        raise ExtractError(f"--frames-per-shot {settings.frames_per_shot}: must be at least 1")
+    if not (math.isfinite(settings.min_shot_s) and settings.min_shot_s >= 0):
+        raise ExtractError(f"--min-shot-s {settings.min_shot_s}: must be a number >= 0")
+    if settings.subtitle_encoding is not None:
+        try:
+            codecs.lookup(settings.subtitle_encoding)
+        except LookupError:
+            raise ExtractError(
+                f"--subtitle-encoding {settings.subtitle_encoding}: unknown encoding "
+                "(e.g. cp1252, latin-1, utf-16)"
+            ) from None
     input_paths = [Path(p) for p in inputs]
     out = Path(out).resolve()
     videos = find_videos(input_paths)
     check_out_dir(out, input_paths)
     manifest = load_manifest(out)
+    if manifest is not None and not _any_ok(manifest):
+        manifest = None  # no title was written with the old settings: nothing to mismatch
     if manifest is not None and manifest.get("settings_key") != settings.key():
         old = manifest.get("settings", {})
         changed = [
