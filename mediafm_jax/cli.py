@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from mediafm_jax.errors import (
     EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     NonFiniteLossError,
     UsageError,
@@ -426,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM where a command maps it): no traceback
+        print(f"mediafm {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code if isinstance(code, int) else 0
 
 

@@ -512,3 +512,99 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
     other = dataclasses.replace(FAST, frames_per_shot=2)
     assert extract([folder], out, other, log=lambda *_: None).failed
     assert json.loads((out / "extract.json").read_text())["settings"]["frames_per_shot"] == 2
+
+
+def test_a_second_extract_into_the_same_output_is_refused(tmp_path):
+    """Two runs into one OUT_SRC: the second deleted the first's temp folders (its video
+    failed with FileNotFoundError) and overwrote its records. Now it stops with one line."""
+    import fcntl
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(media.bikes(), folder / "bikes.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs.write_marker(out, "source")  # as the other run left it when it started
+    (out / "extract.json").write_text(json.dumps({"format": "mediafm-extract/1", "videos": {}}))
+    (out / ".tmp" / "bikes-1").mkdir(parents=True)  # the other run's title in progress
+    with open(out / ".extract.lock", "a+") as held:  # what a running extract holds
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ExtractError, match=r"another mediafm extract \(pid 4242\) is writing"):
+            extract([folder], out, FAST, log=lambda *_: None)
+        assert (out / ".tmp" / "bikes-1").is_dir() and not (out / "shots").exists()
+        assert extract([folder], out, FAST, dry_run=True, log=lambda *_: None).done == []
+    summary = extract([folder], out, FAST, log=lambda *_: None)  # lock released: runs
+    assert summary.done == ["bikes"] and not (out / ".tmp").exists()
+
+
+SLOW_ENCODER = """
+import os, time
+from pathlib import Path
+import numpy as np
+from mediafm_jax.extract import encoders
+
+class Slow(encoders.Encoder):
+    kind, name, dim = "video", "slow_test", 3
+
+    def embed(self, shots):
+        Path(os.environ["SLOW_MARKS"], str(os.getpid())).touch()
+        time.sleep(0.3)
+        return np.stack([s.reshape(-1, 3).mean(0) / 255 for s in shots])
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("signal_name", "workers"), [("SIGINT", 1), ("SIGTERM", 2)])
+def test_a_stopped_extract_leaves_no_half_title_and_resumes(tmp_path, signal_name, workers):
+    """Ctrl-C or SIGTERM mid-video: exit 130 with one line, no traceback; worker processes
+    stop too (SIGTERM killed only the parent, whose workers went on writing titles into
+    OUT_SRC unrecorded); no temp folder is left; a rerun finishes the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow_enc.py").write_text(SLOW_ENCODER)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(media.bikes(), folder / f"{name}.mp4")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), SLOW_MARKS=str(marks))
+    argv = [sys.executable, "-m", "mediafm_jax.cli", "extract", str(folder), str(out)]
+    argv += ["--video-encoder", "slow_enc:Slow", "--no-speech", "--workers", str(workers)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not any(marks.iterdir()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().replace("\r", "\n").strip().splitlines()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert lines[-1] == "mediafm extract: interrupted" and "Traceback" not in err.decode()
+    pids = [int(p.name) for p in marks.iterdir()]
+    deadline = time.time() + 15
+    while not all(_gone(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(_gone(p) for p in pids), "a worker outlived the stopped run"
+    assert not (out / ".tmp").exists() or not any((out / ".tmp").iterdir())
+    manifest = json.loads((out / "extract.json").read_text())
+    ok = sorted(t for t, r in manifest["videos"].items() if r["status"] == "ok")
+    listed = [json.loads(x)["title_id"] for x in (out / "titles.jsonl").read_text().splitlines()]
+    assert listed == ok and sorted(p.stem for p in (out / "shots").glob("*.npz")) == ok
+    assert len(ok) < 3
+    rerun = subprocess.run(argv, env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    listed = [json.loads(x)["title_id"] for x in (out / "titles.jsonl").read_text().splitlines()]
+    assert listed == ["a", "b", "c"]
