@@ -181,7 +181,8 @@ def _cmd_search(args: argparse.Namespace) -> None:
     store = ShotStore(args.store)
     src = args.src or store.manifest.get("source")
     if args.src and not os.path.isdir(args.src):
-        raise UsageError(f"--src {args.src}: folder does not exist")
+        what = "is not a folder" if os.path.exists(args.src) else "folder does not exist"
+        raise UsageError(f"--src {args.src}: {what}")
     inputs = (args.store, args.emb, os.path.join(src, "thumbs") if src else None)
     if args.sheet:  # refuse a bad sheet path before any work
         sheet.check_sheet_path(args.sheet, args.overwrite, inputs)

@@ -608,3 +608,9 @@ def test_a_stopped_extract_leaves_no_half_title_and_resumes(tmp_path, signal_nam
     assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
     listed = [json.loads(x)["title_id"] for x in (out / "titles.jsonl").read_text().splitlines()]
     assert listed == ["a", "b", "c"]
+
+
+def test_text_source_says_why_a_title_has_no_text(extracted):
+    videos = json.loads((extracted[0] / "extract.json").read_text())["videos"]
+    assert videos["bikes"]["text_source"] == "none (no audio track)"
+    assert videos["speech"]["text_source"] == "speech"

@@ -314,6 +314,8 @@ def _shot_texts(
         ), f"subtitles ({sub.name}, {encoding})"
     if not models.settings.speech:
         return [""] * len(starts_s), "none (speech to text off)"
+    if audio_i16.size == 0:
+        return [""] * len(starts_s), "none (no audio track)"
     if not voiced.any():
         return [""] * len(starts_s), "none (no audio above the silence level)"
     whisper = models.get("speech")
