@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from mediafm_jax.errors import (
     EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     NonFiniteLossError,
     UsageError,
@@ -189,7 +190,8 @@ def _cmd_search(args: argparse.Namespace) -> None:
     store = ShotStore(args.store)
     src = args.src or store.manifest.get("source")
     if args.src and not os.path.isdir(args.src):
-        raise UsageError(f"--src {args.src}: folder does not exist")
+        what = "is not a folder" if os.path.exists(args.src) else "folder does not exist"
+        raise UsageError(f"--src {args.src}: {what}")
     inputs = (args.store, args.emb, os.path.join(src, "thumbs") if src else None)
     if args.sheet:  # refuse a bad sheet path before any work
         sheet.check_sheet_path(args.sheet, args.overwrite, inputs)
@@ -445,6 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
+    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM where a command maps it): no traceback
+        print(f"mediafm {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code if isinstance(code, int) else 0
 
 

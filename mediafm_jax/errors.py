@@ -2,7 +2,8 @@
 
 A ``UserError`` is something the user can fix (bad input, bad config, a damaged store or
 checkpoint): the CLI prints its one-line message and exits with code 2. Anything else
-that escapes is a bug and keeps its traceback. ``TrainingDiverged`` exits with code 1.
+that escapes is a bug and keeps its traceback. ``TrainingDiverged`` exits with code 1;
+Ctrl-C prints one line and exits with code 130.
 """
 
 from __future__ import annotations
@@ -51,3 +52,4 @@ class NonFiniteLossError(RuntimeError):
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C

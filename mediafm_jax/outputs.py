@@ -39,6 +39,14 @@ def _local_path(path: str | os.PathLike) -> Path:
     return Path(text.removeprefix("file://")).absolute()
 
 
+def _marked_kind(folder: Path) -> str | None:
+    try:
+        kind = json.loads((folder / MARKER).read_text())["kind"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
 def kind_of(path: str | os.PathLike) -> str | None:
     """The kind of a folder we wrote, or None. Folders from before markers are recognised
     by their own files (a store's or embeddings' manifest, a run's checkpoints)."""
@@ -108,7 +116,9 @@ def check_output(
 
     Missing or empty: fine. Ours and of this kind: fine with ``overwrite`` (replaced) or
     ``reuse`` (added to, e.g. a run that resumes); otherwise "already exists". Anything
-    else (a file, a folder of another kind or of someone else's files): refused.
+    else (a file, a folder of another kind or of someone else's files): refused. So is a
+    path inside another output of ours (a demo folder excepted): ``--overwrite`` of that
+    output would delete it.
     """
     check_no_overlap(output, inputs)
     if not is_local(output):
@@ -119,6 +129,12 @@ def check_output(
             if not parent.is_dir():
                 raise UsageError(f"{output}: {parent} is a file, not a folder")
             break
+    for parent in path.parents:  # replacing that output later would delete this one
+        found = _marked_kind(parent)  # the marker only: a foreign folder may look like a run
+        if found is not None and found != "demo":  # a demo folder holds its own outputs
+            raise UsageError(
+                f"{output}: lies inside the mediafm {found} {parent}; choose a path outside it"
+            )
     if not path.exists():
         return
     if not path.is_dir():

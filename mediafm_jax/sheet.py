@@ -1,7 +1,8 @@
 """Pictures of a search: a contact sheet of thumbnails, or a timeline when there are none.
 
 Thumbnails come from ``SRC/thumbs/<title_id>/<shot>.jpg`` (written by ``mediafm extract``,
-DESIGN.md §3.8). The sheet is a grid of equal panels, the query first (framed), then the
+DESIGN.md §3.8, with the shot index zero-padded to five digits, ``00012.jpg``; an unpadded
+``12.jpg`` is read too). The sheet is a grid of equal panels, the query first (framed), then the
 neighbours in rank order, each labelled with rank, score, title, shot and time; a panel
 whose thumbnail is missing is drawn grey with "no thumbnail". With no thumbnail at all, a
 timeline plot shows where in each title the neighbours fall.
@@ -33,7 +34,10 @@ MISSING = (90, 90, 90)
 
 # -- paths -----------------------------------------------------------------------------------
 def thumb_path(src: str | Path, title_id: str, shot: int) -> Path:
-    return Path(src) / "thumbs" / title_id / f"{shot}.jpg"
+    """Where a shot's thumbnail is: extract's zero-padded name, else the plain index."""
+    folder = Path(src) / "thumbs" / title_id
+    padded = folder / f"{shot:05d}.jpg"
+    return padded if padded.is_file() else folder / f"{shot}.jpg"
 
 
 def is_our_png(path: str | Path) -> bool:

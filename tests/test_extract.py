@@ -7,6 +7,7 @@ subtitles, and a file that is not a video.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -398,3 +399,218 @@ def test_a_users_encoder_plugs_in_by_import_path(tmp_path):
         "weights": None,
         "sha256": None,
     }
+
+
+def test_search_sheet_shows_extracted_thumbnails(extracted, tmp_path):
+    """`mediafm search --sheet` on an extract output draws its thumbnails, not a timeline
+    (extract names them 00003.jpg): the query panel holds the shot's own thumbnail."""
+    from PIL import Image
+
+    from mediafm_jax import search, sheet
+
+    out, _, _ = extracted
+    ingest.ingest(out, str(tmp_path / "store"), progress=False)
+    store = ShotStore(str(tmp_path / "store"))
+    searcher = search.Searcher(store, None, method="concat")
+    hits = searcher.search("bikes", 3, k=4)
+    query = searcher.resolve("bikes", 3)
+    png = tmp_path / "sheet.png"
+    kind, panels = sheet.write_sheet(png, query, hits, store, out)
+    assert (kind, panels) == ("thumbnails", 5)
+    expected = sheet._fit(out / "thumbs" / "bikes" / "00003.jpg")
+    left, top, right, bottom = sheet.panel_box(0, panels)
+    with Image.open(png) as image:
+        drawn = np.asarray(image.convert("RGB").crop((left, top, right, bottom))).astype(int)
+    assert np.abs(drawn - np.asarray(expected).astype(int)).mean() < 2
+
+
+FAST = Settings(video_encoder=f"{__name__}:MeanColour", speech=False)  # no model to load
+
+
+def _remux(source, target, **options):
+    """``source``'s packets into another container (e.g. MP4 with the index up front)."""
+    with av.open(str(source)) as src, av.open(str(target), "w", options=options) as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+
+
+def test_truncated_file_is_refused_not_catalogued_short(tmp_path):
+    """Half of a file whose index is up front decodes without an FFmpeg error to where
+    its bytes end; it must fail with one line, not pass as a 4 s film."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _remux(media.bikes(), folder / "whole_mp4.mp4", movflags="faststart")
+    _remux(media.bikes(), folder / "whole_mkv.mkv")
+    for name in ("whole_mp4.mp4", "whole_mkv.mkv"):
+        data = (folder / name).read_bytes()
+        (folder / f"cut_{name}").write_bytes(data[: len(data) // 2])
+    summary = extract([folder], tmp_path / "out", FAST, log=lambda *_: None)
+    assert sorted(summary.done) == ["whole_mkv", "whole_mp4"]
+    assert sorted(summary.failed) == ["cut_whole_mkv", "cut_whole_mp4"]
+    for error in summary.failed.values():
+        assert "decoding stopped at" in error and "s its header declares" in error
+        assert "\n" not in error
+    assert not (tmp_path / "out" / "shots" / "cut_whole_mp4.npz").exists()
+
+
+@pytest.mark.parametrize(
+    ("timing", "expected"),
+    [
+        ("00:00:0x,000 --> 00:00:03,500", "line 6: cannot read the timing"),
+        ("00:00:05,000 --> 00:00:04,000", "line 6: the cue ends before it starts"),
+        ("00:00:06,000 --> 00:00:99,000", "line 6: minutes or seconds past 59"),
+    ],
+)
+def test_a_broken_cue_is_named_not_dropped(tmp_path, timing, expected):
+    """One bad timing line among good cues: the file and line are named, the video fails
+    (before, the cue was dropped or its shots got a 99 s cue, silently)."""
+    path = tmp_path / "film.srt"
+    path.write_bytes(f"1\n00:00:00,500 --> 00:00:01,000\nfirst\n\n2\n{timing}\nsecond\n".encode())
+    with pytest.raises(ExtractError, match=f"film.srt: {expected}"):
+        subtitles.read_cues(path)
+    path.write_bytes(b"")
+    with pytest.raises(ExtractError, match="film.srt: is empty"):
+        subtitles.read_cues(path)
+
+
+def test_a_bad_sidecar_fails_its_video_only(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("good", "empty", "broken"):
+        shutil.copy(media.bikes(), folder / f"{name}.mp4")
+    (folder / "good.srt").write_text("1\n00:00:00,500 --> 00:00:01,000\nhello\n")
+    (folder / "empty.srt").write_bytes(b"")
+    (folder / "broken.srt").write_text("1\n00:00:0x,500 --> 00:00:01,000\nhello\n")
+    lines: list[str] = []
+    summary = extract([folder], tmp_path / "out", FAST, log=lines.append)
+    assert summary.done == ["good"] and sorted(summary.failed) == ["broken", "empty"]
+    assert "broken.srt: line 2: cannot read the timing" in summary.failed["broken"]
+    assert _texts(tmp_path / "out", "good")[0] == "hello"
+
+
+def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "broken.mp4").write_bytes(b"not a video")
+    out = tmp_path / "out"
+    cases = {
+        "--min-shot-s nan: must be a number >= 0": ["--min-shot-s", "nan"],
+        "--min-shot-s inf: must be a number >= 0": ["--min-shot-s", "inf"],
+        "--frames-per-shot 0: must be at least 1": ["--frames-per-shot", "0"],
+        "--subtitle-encoding bogus: unknown encoding": ["--subtitle-encoding", "bogus"],
+    }
+    for expected, extra in cases.items():
+        assert cli.main(["extract", str(folder), str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], (expected, err)
+    assert not out.exists()
+    # an output where every video failed holds no title of the old settings: new ones may go
+    assert extract([folder], out, FAST, log=lambda *_: None).failed
+    other = dataclasses.replace(FAST, frames_per_shot=2)
+    assert extract([folder], out, other, log=lambda *_: None).failed
+    assert json.loads((out / "extract.json").read_text())["settings"]["frames_per_shot"] == 2
+
+
+def test_a_second_extract_into_the_same_output_is_refused(tmp_path):
+    """Two runs into one OUT_SRC: the second deleted the first's temp folders (its video
+    failed with FileNotFoundError) and overwrote its records. Now it stops with one line."""
+    import fcntl
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(media.bikes(), folder / "bikes.mp4")
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs.write_marker(out, "source")  # as the other run left it when it started
+    (out / "extract.json").write_text(json.dumps({"format": "mediafm-extract/1", "videos": {}}))
+    (out / ".tmp" / "bikes-1").mkdir(parents=True)  # the other run's title in progress
+    with open(out / ".extract.lock", "a+") as held:  # what a running extract holds
+        held.write("4242\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ExtractError, match=r"another mediafm extract \(pid 4242\) is writing"):
+            extract([folder], out, FAST, log=lambda *_: None)
+        assert (out / ".tmp" / "bikes-1").is_dir() and not (out / "shots").exists()
+        assert extract([folder], out, FAST, dry_run=True, log=lambda *_: None).done == []
+    summary = extract([folder], out, FAST, log=lambda *_: None)  # lock released: runs
+    assert summary.done == ["bikes"] and not (out / ".tmp").exists()
+
+
+SLOW_ENCODER = """
+import os, time
+from pathlib import Path
+import numpy as np
+from mediafm_jax.extract import encoders
+
+class Slow(encoders.Encoder):
+    kind, name, dim = "video", "slow_test", 3
+
+    def embed(self, shots):
+        Path(os.environ["SLOW_MARKS"], str(os.getpid())).touch()
+        time.sleep(0.3)
+        return np.stack([s.reshape(-1, 3).mean(0) / 255 for s in shots])
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("signal_name", "workers"), [("SIGINT", 1), ("SIGTERM", 2)])
+def test_a_stopped_extract_leaves_no_half_title_and_resumes(tmp_path, signal_name, workers):
+    """Ctrl-C or SIGTERM mid-video: exit 130 with one line, no traceback; worker processes
+    stop too (SIGTERM killed only the parent, whose workers went on writing titles into
+    OUT_SRC unrecorded); no temp folder is left; a rerun finishes the rest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow_enc.py").write_text(SLOW_ENCODER)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(media.bikes(), folder / f"{name}.mp4")
+    out = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), SLOW_MARKS=str(marks))
+    argv = [sys.executable, "-m", "mediafm_jax.cli", "extract", str(folder), str(out)]
+    argv += ["--video-encoder", "slow_enc:Slow", "--no-speech", "--workers", str(workers)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not any(marks.iterdir()) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=60)
+    lines = err.decode().replace("\r", "\n").strip().splitlines()
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert lines[-1] == "mediafm extract: interrupted" and "Traceback" not in err.decode()
+    pids = [int(p.name) for p in marks.iterdir()]
+    deadline = time.time() + 15
+    while not all(_gone(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(_gone(p) for p in pids), "a worker outlived the stopped run"
+    assert not (out / ".tmp").exists() or not any((out / ".tmp").iterdir())
+    manifest = json.loads((out / "extract.json").read_text())
+    ok = sorted(t for t, r in manifest["videos"].items() if r["status"] == "ok")
+    listed = [json.loads(x)["title_id"] for x in (out / "titles.jsonl").read_text().splitlines()]
+    assert listed == ok and sorted(p.stem for p in (out / "shots").glob("*.npz")) == ok
+    assert len(ok) < 3
+    rerun = subprocess.run(argv, env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()[-2000:]
+    listed = [json.loads(x)["title_id"] for x in (out / "titles.jsonl").read_text().splitlines()]
+    assert listed == ["a", "b", "c"]
+
+
+def test_text_source_says_why_a_title_has_no_text(extracted):
+    videos = json.loads((extracted[0] / "extract.json").read_text())["videos"]
+    assert videos["bikes"]["text_source"] == "none (no audio track)"
+    assert videos["speech"]["text_source"] == "speech"

@@ -92,6 +92,10 @@ REFUSED = [
         "contains the input",
     ),
     (lambda w: ["demo", "--out", w / "personal"], "not written by mediafm"),
+    # inside another output: its --overwrite would delete the new one
+    (lambda w: ["ingest", w / "src", w / "run" / "store2"], "lies inside the mediafm run"),
+    (lambda w: ["synth", w / "store" / "more", "--titles", "3"], "inside the mediafm store"),
+    (lambda w: embed_args(w, w / "src" / "x" / "emb"), "lies inside the mediafm source"),
 ]
 
 

@@ -274,6 +274,7 @@ def test_bad_input_exits_2_with_one_line(store, emb, tmp_path, capsys):
         "not a sheet written by mediafm search": [
             "--title", title, "--shot", "0", "--sheet", str(foreign)
         ],
+        f"--src {foreign}: is not a folder": ["--title", title, "--shot", "0", "--src", str(foreign)],
     }  # fmt: skip
     for expected, extra in cases.items():
         assert cli.main(search_args(store, emb, *extra)) == 2, expected

@@ -25,6 +25,10 @@ from mediafm_jax.extract import decode, encoders, shots, speech, subtitles
 
 STAGES = ("decode", "shots", "video", "audio", "speech", "text")
 EMBED_BATCH_FRAMES = 32
+# A file whose streams end this much before the duration in its header is cut short
+# (a partial download or copy): refused rather than catalogued as a shorter film.
+TRUNCATED_SLACK_S = 1.0
+TRUNCATED_SLACK_FRACTION = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +172,7 @@ def _extract_into(
         t = time.perf_counter()
     if shot_start is None:
         raise ExtractError(f"{path}: no video frame could be decoded")
+    _check_complete(path, info, last_time, spool)
     for cut in detector.finish():
         if cut > shot_start:
             close_shot(shot_start, cut, sampler.split(cut))
@@ -221,6 +226,22 @@ def _extract_into(
         "stage_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "model_load_s": round(sum(models.load_s.values()) - load_before, 3),
     }
+
+
+def _check_complete(path: Path, info: decode.VideoInfo, last_time: float, spool: Path) -> None:
+    """Raises when decoding stopped well before the header's duration: FFmpeg reads a
+    truncated file (moov or header up front) to where its bytes end without an error."""
+    if info.duration_s is None:
+        return
+    reached_s = last_time + 1.0 / info.fps
+    if spool.exists():  # an audio track may run past the last video frame
+        reached_s = max(reached_s, spool.stat().st_size / 2 / decode.AUDIO_RATE)
+    slack_s = max(TRUNCATED_SLACK_S, TRUNCATED_SLACK_FRACTION * info.duration_s)
+    if reached_s < info.duration_s - slack_s:
+        raise ExtractError(
+            f"{path}: decoding stopped at {reached_s:.1f}s of the {info.duration_s:.1f}s its "
+            "header declares (truncated or damaged file?)"
+        )
 
 
 def _embed_video(encoder: Any, shots_list: list[np.ndarray]) -> np.ndarray:
@@ -293,6 +314,8 @@ def _shot_texts(
         ), f"subtitles ({sub.name}, {encoding})"
     if not models.settings.speech:
         return [""] * len(starts_s), "none (speech to text off)"
+    if audio_i16.size == 0:
+        return [""] * len(starts_s), "none (no audio track)"
     if not voiced.any():
         return [""] * len(starts_s), "none (no audio above the silence level)"
     whisper = models.get("speech")

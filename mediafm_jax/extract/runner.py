@@ -9,14 +9,20 @@ A video that fails costs one line; the others go on, and the summary lists the f
 
 from __future__ import annotations
 
+import codecs
 import concurrent.futures
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
+import math
 import multiprocessing
 import os
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from mediafm_jax.extract import encoders, pipeline, speech
 
 FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
+LOCK = ".extract.lock"
 VIDEO_SUFFIXES = frozenset(
     [
         ".mp4",
@@ -153,6 +160,13 @@ def load_manifest(out: Path) -> dict[str, Any] | None:
     return manifest
 
 
+def _any_ok(manifest: dict[str, Any]) -> bool:
+    videos = manifest.get("videos")
+    return isinstance(videos, dict) and any(
+        isinstance(r, dict) and r.get("status") == "ok" for r in videos.values()
+    )
+
+
 def _write_json_atomic(path: Path, value: Any, lines: bool = False) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     if lines:
@@ -177,13 +191,37 @@ def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(settings: pipeline.Settings, threads: int, slots: Any) -> None:
+def _init_worker(settings: pipeline.Settings, threads: int, slots: Any, stop: Any = None) -> None:
     _WORKER["models"] = pipeline.Models(settings, threads)
     _WORKER["slot"] = slots.get() if slots is not None else 0
+    _WORKER["stop"], _WORKER["parent"] = stop, os.getppid()
+    if stop is not None:  # a worker process: it stops when the parent says so or dies
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; parent decides
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+        threading.Thread(target=_watch_parent, args=(stop, os.getppid()), daemon=True).start()
 
 
-def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any]]:
-    """Extracts one video in a worker; any failure becomes a record with a one-line error."""
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds the title in progress: its temp folder goes
+
+
+def _watch_parent(stop: Any, parent: int) -> None:
+    """Stops this worker when the parent asks (Ctrl-C, SIGTERM) or is gone (killed)."""
+    while not stop.wait(0.5):
+        if os.getppid() != parent:
+            break
+    os.kill(os.getpid(), signal.SIGTERM)
+    if os.getppid() != parent:  # nobody will send the pool's exit sentinel
+        time.sleep(5)  # time to unwind the title in progress
+        os._exit(1)
+
+
+def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any] | None]:
+    """Extracts one video in a worker; any failure becomes a record with a one-line error.
+    None instead of a record: the run is stopping and the video was not started."""
+    stop = _WORKER.get("stop")
+    if stop is not None and (stop.is_set() or os.getppid() != _WORKER["parent"]):
+        return video.title_id, None  # stopping, or the parent is gone: start nothing new
     record: dict[str, Any] = {
         "path": str(video.path),
         "size": video.size,
@@ -214,28 +252,54 @@ def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any]]:
     return video.title_id, record
 
 
-def extract(
-    inputs: list[str | Path],
-    out: str | Path,
-    settings: pipeline.Settings | None = None,
-    workers: int = 1,
-    dry_run: bool = False,
-    log: Any = print,
-) -> Summary:
-    """Extracts every video under ``inputs`` into ``out``; returns what was done."""
-    started = time.perf_counter()
-    settings = settings or pipeline.Settings()
-    if workers < 1:
-        raise ExtractError(f"--workers {workers}: must be at least 1")
-    if settings.shots not in ("adaptive", "transnetv2"):
-        raise ExtractError(f"--shots {settings.shots}: expected adaptive or transnetv2")
-    if settings.frames_per_shot < 1 or settings.min_shot_s < 0:
-        raise ExtractError("--frames-per-shot must be >= 1 and --min-shot-s >= 0")
-    input_paths = [Path(p) for p in inputs]
-    out = Path(out).resolve()
-    videos = find_videos(input_paths)
-    check_out_dir(out, input_paths)
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """One extract at a time per OUT_SRC (a second would delete the first's temp folders
+    and overwrite its records); the OS drops the lock when its process ends, however."""
+    import fcntl
+
+    with open(out / LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip()
+            raise ExtractError(
+                f"{out}: another mediafm extract{f' (pid {holder})' if holder else ''} is "
+                "writing here; wait for it to finish or choose another OUT_SRC"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops an extract as Ctrl-C does: the titles in progress are unwound (their
+    temp folders removed), the finished ones recorded; a rerun resumes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _plan(
+    out: Path, videos: list[Video], settings: pipeline.Settings
+) -> tuple[dict[str, Any], list[Video], list[str]]:
+    """(records of earlier runs, videos to extract, title ids already done)."""
     manifest = load_manifest(out)
+    if manifest is not None and not _any_ok(manifest):
+        manifest = None  # no title was written with the old settings: nothing to mismatch
     if manifest is not None and manifest.get("settings_key") != settings.key():
         old = manifest.get("settings", {})
         changed = [
@@ -257,6 +321,45 @@ def extract(
             )
     todo = [v for v in videos if not is_done(records.get(v.title_id), v, out)]
     skipped = [v.title_id for v in videos if v not in todo]
+    return records, todo, skipped
+
+
+def extract(
+    inputs: list[str | Path],
+    out: str | Path,
+    settings: pipeline.Settings | None = None,
+    workers: int = 1,
+    dry_run: bool = False,
+    log: Any = print,
+) -> Summary:
+    """Extracts every video under ``inputs`` into ``out``; returns what was done.
+
+    Ctrl-C or SIGTERM stops it (KeyboardInterrupt) with the finished videos recorded and
+    nothing half-written; worker processes stop with it.
+    """
+    started = time.perf_counter()
+    settings = settings or pipeline.Settings()
+    if workers < 1:
+        raise ExtractError(f"--workers {workers}: must be at least 1")
+    if settings.shots not in ("adaptive", "transnetv2"):
+        raise ExtractError(f"--shots {settings.shots}: expected adaptive or transnetv2")
+    if settings.frames_per_shot < 1:
+        raise ExtractError(f"--frames-per-shot {settings.frames_per_shot}: must be at least 1")
+    if not (math.isfinite(settings.min_shot_s) and settings.min_shot_s >= 0):
+        raise ExtractError(f"--min-shot-s {settings.min_shot_s}: must be a number >= 0")
+    if settings.subtitle_encoding is not None:
+        try:
+            codecs.lookup(settings.subtitle_encoding)
+        except LookupError:
+            raise ExtractError(
+                f"--subtitle-encoding {settings.subtitle_encoding}: unknown encoding "
+                "(e.g. cp1252, latin-1, utf-16)"
+            ) from None
+    input_paths = [Path(p) for p in inputs]
+    out = Path(out).resolve()
+    videos = find_videos(input_paths)
+    check_out_dir(out, input_paths)
+    records, todo, skipped = _plan(out, videos, settings)
     if dry_run:
         for v in videos:
             action = "extract" if v in todo else "skip"
@@ -271,6 +374,22 @@ def extract(
     if settings.speech:
         described.append(speech.WhisperTinyEn.describe())
     outputs.claim_folder(out, "source", inputs=input_paths)
+    with _locked(out), _sigterm_interrupts():
+        records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
+        return _run(out, settings, described, records, todo, skipped, workers, log, started)
+
+
+def _run(
+    out: Path,
+    settings: pipeline.Settings,
+    described: list[dict[str, Any]],
+    records: dict[str, Any],
+    todo: list[Video],
+    skipped: list[str],
+    workers: int,
+    log: Any,
+    started: float,
+) -> Summary:
     if (out / ".tmp").is_dir():  # half-built titles of an interrupted run (ours)
         shutil.rmtree(out / ".tmp")
     manifest = {
@@ -285,7 +404,9 @@ def extract(
     done: list[str] = []
     failed: dict[str, str] = {}
 
-    def finish(title_id: str, record: dict[str, Any], overall: tqdm) -> None:
+    def finish(title_id: str, record: dict[str, Any] | None, overall: tqdm) -> None:
+        if record is None:  # not started: the run is stopping
+            return
         records[title_id] = record
         _write_json_atomic(out / MANIFEST, manifest)
         overall.update(1)
@@ -309,19 +430,13 @@ def extract(
             for v in todo:
                 finish(*_run_one(v, out), overall)
         else:
-            context = multiprocessing.get_context("spawn")
-            slots = context.Queue()
-            for i in range(workers):
-                slots.put(i)
-            with concurrent.futures.ProcessPoolExecutor(
-                max_workers=min(workers, len(todo)),
-                mp_context=context,
-                initializer=_init_worker,
-                initargs=(settings, threads, slots),
-            ) as pool:
-                futures = [pool.submit(_run_one, v, out) for v in todo]
-                for future in concurrent.futures.as_completed(futures):
-                    finish(*future.result(), overall)
+            _run_pool(out, settings, todo, workers, threads, lambda r: finish(*r, overall))
+    except KeyboardInterrupt:
+        log(
+            f"interrupted: {len(done)} extracted in this run are kept, the video(s) in "
+            "progress were discarded; rerun the same command to resume"
+        )
+        raise
     finally:
         overall.close()
         if (out / ".tmp").is_dir() and not any((out / ".tmp").iterdir()):
@@ -340,3 +455,48 @@ def extract(
     for title_id, error in failed.items():
         log(f"  failed: {title_id}: {error}")
     return summary
+
+
+def _run_pool(
+    out: Path,
+    settings: pipeline.Settings,
+    todo: list[Video],
+    workers: int,
+    threads: int,
+    finish: Any,
+) -> None:
+    """``todo`` across worker processes; on an interrupt the workers unwind and exit
+    before this returns (none is left running or writing into ``out``)."""
+    context = multiprocessing.get_context("spawn")
+    slots, stop = context.Queue(), context.Event()
+    for i in range(workers):
+        slots.put(i)
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)),
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(settings, threads, slots, stop),
+    )
+    futures = [pool.submit(_run_one, v, out) for v in todo]
+    handled: set[concurrent.futures.Future] = set()
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            handled.add(future)
+            try:
+                result = future.result()
+            except (SystemExit, concurrent.futures.process.BrokenProcessPool) as err:
+                raise ExtractError(
+                    f"a worker process was stopped from outside ({type(err).__name__}: {err}); "
+                    "rerun the same command to resume"
+                ) from None
+            finish(result)
+    except BaseException:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for future in futures:  # finished while stopping: recorded, not redone
+            ready = future not in handled and future.done() and not future.cancelled()
+            if ready and future.exception() is None:
+                finish(future.result())
+        raise
+    finally:
+        pool.shutdown(wait=True)

@@ -89,31 +89,51 @@ def _seconds(hours: str | None, minutes: str, seconds: str, fraction: str) -> fl
     )
 
 
-def parse(text: str) -> list[Cue]:
-    """Cues of an SRT or WebVTT document, in file order, markup stripped, empty ones dropped."""
+def parse(text: str, name: str = "subtitles") -> list[Cue]:
+    """Cues of an SRT or WebVTT document, in file order, markup stripped, empty ones dropped.
+
+    A timing line (one holding ``-->``) that cannot be read, with minutes or seconds past
+    59, or ending before it starts is an ExtractError naming ``name`` and the line: a cue
+    silently dropped would leave its shots without their dialogue.
+    """
     cues: list[Cue] = []
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").replace("\r", "\n")):
-        lines = [line.strip() for line in block.strip().split("\n")]
-        for i, line in enumerate(lines):
-            match = _TIMING.search(line)
-            if match is None:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    block: list[tuple[int, str]] = []
+    for number, line in enumerate([*lines, ""], start=1):
+        if line.strip():
+            block.append((number, line.strip()))
+            continue
+        for i, (at, timing) in enumerate(block):
+            if "-->" not in timing:
                 continue
+            match = _TIMING.search(timing)
+            if match is None:
+                raise ExtractError(f"{name}: line {at}: cannot read the timing {timing!r}")
             g = match.groups()
+            if max(int(g[1]), int(g[2]), int(g[5]), int(g[6])) > 59:
+                raise ExtractError(f"{name}: line {at}: minutes or seconds past 59 in {timing!r}")
             start, end = _seconds(*g[:4]), _seconds(*g[4:])
-            body = " ".join(_MARKUP.sub("", t).strip() for t in lines[i + 1 :])
+            if end < start:
+                raise ExtractError(f"{name}: line {at}: the cue ends before it starts ({timing!r})")
+            body = " ".join(_MARKUP.sub("", t).strip() for _, t in block[i + 1 :])
             body = " ".join(body.split())
-            if body and end >= start:
+            if body:
                 cues.append(Cue(start, end, body))
             break
+        block = []
     return cues
 
 
 def read_cues(path: Path, encoding: str | None = None) -> tuple[list[Cue], str]:
-    """Cues and the encoding used; a file with text but no cue is an ExtractError."""
+    """Cues and the encoding used; a file with no cue (empty included) is an ExtractError."""
     data = path.read_bytes()
     text, encoding = decode_text(data, path, encoding)
-    cues = parse(text)
-    if not cues and text.strip():
+    cues = parse(text, str(path))
+    if not text.strip():
+        raise ExtractError(
+            f"{path}: is empty (delete it to transcribe the speech instead, or fill it)"
+        )
+    if not cues:
         raise ExtractError(f"{path}: no subtitle cue found (decoded as {encoding})")
     return cues, encoding
 
