@@ -33,7 +33,7 @@ from mediafm_jax.data import pipeline
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import ConfigError, NonFiniteLossError, UsageError
-from mediafm_jax.model import DataDims, Encoder
+from mediafm_jax.model import DataDims, Encoder, abstract_encoder
 from mediafm_jax.objective import msm_loss
 from mediafm_jax.streams import step_key
 
@@ -67,8 +67,7 @@ class TrainSetup:
 
     @classmethod
     def create(cls, config: ExperimentConfig, dims: DataDims, mesh: Mesh) -> TrainSetup:
-        abstract_model = nnx.eval_shape(lambda: Encoder(config.model, dims, nnx.Rngs(0)))
-        graphdef, abstract_vars = nnx.split(abstract_model, nnx.Param)
+        graphdef, abstract_vars = abstract_encoder(config.model, dims)
         axes = sharding.param_axes(abstract_vars)
         abstract_params = nnx.to_pure_dict(abstract_vars)
         param_shardings = sharding.param_shardings(abstract_params, axes, mesh)
