@@ -115,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         from mediafm_jax.data.store import ShotStore
 
         _verify_store(ShotStore(args.store))
-    train.train_and_evaluate(
+    train.train(
         config,
         args.store,
         args.workdir,

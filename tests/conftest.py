@@ -48,5 +48,5 @@ def tiny_run(tiny_store, tmp_path_factory):
     config = config_lib.apply_overrides(
         presets.tiny(), ["train.steps=30", "checkpoint.async_save=false", "model.max_shots=48"]
     )
-    train.train_and_evaluate(config, tiny_store, workdir, devices=jax.devices()[:1])
+    train.train(config, tiny_store, workdir, devices=jax.devices()[:1])
     return workdir
