@@ -82,15 +82,7 @@ class Embedder:
                 continue
         if saved is None:
             raise CheckpointError(f"{self.run_dir}: no checkpoint has a readable config")
-        self.dims = DataDims(
-            fused=saved["data_dims"]["fused"],
-            title=saved["data_dims"]["title"],
-            modalities=tuple(tuple(m) for m in saved["data_dims"]["modalities"]),
-        )
-        self.config = config_lib.from_dict(
-            {k: v for k, v in saved.items() if k not in RUN_RECORD_KEYS}
-        )
-        config_lib.validate(self.config)
+        self.config, self.dims = _run_config(saved)
         self.mesh = sharding.make_mesh(MeshConfig(data=-1), devices)
         self.graphdef, abstract_vars = abstract_encoder(self.config.model, self.dims)
         # Inference replicates parameters and splits windows over all devices.
@@ -103,6 +95,14 @@ class Embedder:
         self.params = restored.state["params"]
         self.step = restored.step
         self.skipped = restored.skipped
+        # The step restored may be older than the one whose config gave the shapes (a
+        # damaged newer step): its own config says how it fuses inputs.
+        self.config, dims = _run_config(restored.config)
+        if dims != self.dims:
+            raise CheckpointError(
+                f"{self.run_dir}: step {self.step} was trained on other data columns "
+                f"({dims.modalities}) than the newest step ({self.dims.modalities})"
+            )
 
     def check_store(self, store: ShotStore) -> None:
         ours = tuple((m.start, m.stop) for m in store.modalities)
@@ -229,6 +229,18 @@ class Embedder:
         from mediafm_jax.search import search
 
         return search(store, emb, title, shot, k, embedder=self, **options)
+
+
+def _run_config(saved: dict) -> tuple[config_lib.ExperimentConfig, DataDims]:
+    """A checkpoint's saved config record -> (validated config, data dims)."""
+    dims = DataDims(
+        fused=saved["data_dims"]["fused"],
+        title=saved["data_dims"]["title"],
+        modalities=tuple(tuple(m) for m in saved["data_dims"]["modalities"]),
+    )
+    config = config_lib.from_dict({k: v for k, v in saved.items() if k not in RUN_RECORD_KEYS})
+    config_lib.validate(config)
+    return config, dims
 
 
 def load(run_dir: str | Path, step: int | None = None, layers: str = "last") -> Embedder:

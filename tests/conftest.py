@@ -50,3 +50,21 @@ def tiny_run(tiny_store, tmp_path_factory):
     )
     train.train(config, tiny_store, workdir, devices=jax.devices()[:1])
     return workdir
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store):
+    """The tiny store, opened once per test module."""
+    from mediafm_jax.data.store import ShotStore
+
+    return ShotStore(tiny_store)
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_run):
+    """The tiny run's encoder on one device."""
+    import jax
+
+    from mediafm_jax import embed
+
+    return embed.Embedder(tiny_run, devices=jax.devices()[:1])

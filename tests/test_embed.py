@@ -1,22 +1,10 @@
 """Embedding: stitched titles equal their windows, devices, export, isolation."""
 
-import jax
 import numpy as np
 import pytest
 from test_stitching import most_central_window_reference
 
 from mediafm_jax import embed
-from mediafm_jax.data.store import ShotStore
-
-
-@pytest.fixture(scope="module")
-def store(tiny_store):
-    return ShotStore(tiny_store)
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_run):
-    return embed.Embedder(tiny_run, devices=jax.devices()[:1])
 
 
 def test_long_title_embedding_equals_its_windows(store, embedder):

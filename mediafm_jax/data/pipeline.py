@@ -142,7 +142,8 @@ def make_dataset(
 class BatchIterator:
     """An iterator of host batches with a bounded prefetch and a tiny, portable state."""
 
-    def __init__(self, dataset: grain.MapDataset, prefetch: int = 2, threads: int = 2):
+    def __init__(self, dataset: grain.MapDataset, *, prefetch: int, threads: int):
+        """``prefetch``, ``threads``: ``config.data``'s (no second set of defaults here)."""
         threads = max(1, threads)
         options = grain.ReadOptions(
             num_threads=threads, prefetch_buffer_size=max(prefetch, threads)
