@@ -30,7 +30,7 @@ def run(base, kind: str, lr: float, steps: int, store: str, workdir: Path) -> li
             "train.log_every=10",
         ],
     )
-    train.train_and_evaluate(cfg, store, workdir)
+    train.train(cfg, store, workdir)
     return [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
 
 

@@ -1,7 +1,7 @@
-"""The ``mediafm`` command line (DESIGN.md §3.4): parse, call, report.
+"""The ``mediafm`` command line: parse, call, report.
 
 Expected failures (bad input, bad config, incomplete store) print one line naming what is
-wrong and where, and exit with code 2.
+wrong and where, and exit with code 2. (Contract: DESIGN.md §3.4.)
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
         from mediafm_jax.data.store import ShotStore
 
         _verify_store(ShotStore(args.store))
-    train.train_and_evaluate(
+    train.train(
         config,
         args.store,
         args.workdir,

@@ -268,6 +268,32 @@ def save_json(config: ExperimentConfig, path: str | Path) -> None:
     Path(path).write_text(to_json(config) + "\n")
 
 
+def parse_arg(arg: str | None, **defaults: Any) -> dict[str, Any]:
+    """A config file's ``arg`` (``key=value,key=value``, big_vision's ``parse_arg``) over
+    ``defaults``, each value coerced to its default's type; an unknown key or a value of
+    the wrong type is a ``ConfigError`` that names it."""
+    values = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in defaults:
+            raise ConfigError(
+                f"unknown arg {item!r}; expected key=value with a key of {sorted(defaults)}"
+            )
+        kind = type(defaults[key])
+        try:
+            values[key] = kind(text.strip())
+            if kind is int and values[key] < 0:
+                raise ValueError
+        except ValueError:
+            raise ConfigError(
+                f"arg {key}={text!r}: expected a {kind.__name__} >= 0"
+                if kind is int
+                else f"arg {key}={text!r}: expected a {kind.__name__}"
+            ) from None
+    return values
+
+
 def load_config_file(spec: str) -> ExperimentConfig:
     """Loads ``path/to/file.py[:arg]`` by calling its ``get_config(arg)``."""
     path_text, _, arg = spec.partition(":")
@@ -280,7 +306,10 @@ def load_config_file(spec: str) -> ExperimentConfig:
     module_spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"--config {spec}: {path} defines no get_config(arg)")
-    config = module.get_config(arg or None)
+    try:
+        config = module.get_config(arg or None)
+    except ConfigError as err:
+        raise ConfigError(f"--config {spec}: {err}") from None
     if not isinstance(config, ExperimentConfig):
         raise ConfigError(f"--config {spec}: get_config returned {type(config).__name__}")
     return config

@@ -151,7 +151,7 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
     if steps is not None:
         config = config_lib.apply_overrides(config, [f"train.steps={steps}"])
     stage(3, f"train: demo preset, {config.train.steps} steps of masked shot modeling")
-    trained = train.train_and_evaluate(config, str(out / "store"), out / "run")
+    trained = train.train(config, str(out / "store"), out / "run")
     if trained["stopped"] is not None:
         raise DemoStopped("SIGTERM", signal.SIGTERM)
 

@@ -1,8 +1,8 @@
 """Contextual shot embeddings from a trained run: in context, in isolation, exported.
 
-A title longer than ``max_shots`` is covered by overlapping windows (stride W/2, the last
-one flush with the title's end); each shot's embedding is taken from the window in which
-it is most central, so every shot sees context on both sides wherever the title has it.
+A title longer than ``max_shots`` is covered by overlapping windows and stitched
+(``stitching.py``). Inference imports no training code: fusion is ``fusion.py``, the
+model is built by ``model.abstract_encoder``, windows are read by ``data.reader``.
 
 ``mediafm_jax.load(run_dir)`` returns an ``Embedder`` for notebooks; ``embed_store``
 writes an embedding store aligned row for row with the shot store.
@@ -10,7 +10,6 @@ writes an embedding store aligned row for row with the shot store.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,44 +23,18 @@ from tqdm import tqdm
 from mediafm_jax import config as config_lib
 from mediafm_jax import outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
-from mediafm_jax.config import MeshConfig, ObjectiveConfig
-from mediafm_jax.data import pipeline
+from mediafm_jax.config import MeshConfig
+from mediafm_jax.data import reader
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore, StoreError
 from mediafm_jax.errors import CheckpointError
-from mediafm_jax.model import NUM_SPECIAL, DataDims, Encoder
-from mediafm_jax.objective import fuse
+from mediafm_jax.fusion import fuse
+from mediafm_jax.model import NUM_SPECIAL, DataDims, abstract_encoder
+from mediafm_jax.stitching import Window, plan_windows, stitch
 
 EMBED_FORMAT_VERSION = 1
 RUN_RECORD_KEYS = ("data_dims", "store")  # saved beside the config, not config fields
 LAYER_MODES = ("last", "mean")
-
-
-@dataclasses.dataclass(frozen=True)
-class Window:
-    title: int
-    start: int  # first shot (within the title)
-    length: int
-    keep_from: int  # shots [keep_from, keep_to) of the window are taken from it
-    keep_to: int
-
-
-def plan_windows(title: int, length: int, window: int) -> list[Window]:
-    """Overlapping windows of a title; each shot is kept from its most central window."""
-    if length <= window:
-        return [Window(title, 0, length, 0, length)]
-    stride = max(1, window // 2)
-    starts = list(range(0, length - window, stride)) + [length - window]
-    centers = np.array([s + (window - 1) / 2 for s in starts])
-    owner = np.argmin(np.abs(np.arange(length)[:, None] - centers[None, :]), axis=1)
-    windows = []
-    for index, start in enumerate(starts):
-        shots = np.flatnonzero(owner == index)
-        if len(shots):
-            windows.append(
-                Window(title, start, window, int(shots[0] - start), int(shots[-1] + 1 - start))
-            )
-    return windows
 
 
 class Embedder:
@@ -109,18 +82,9 @@ class Embedder:
                 continue
         if saved is None:
             raise CheckpointError(f"{self.run_dir}: no checkpoint has a readable config")
-        self.dims = DataDims(
-            fused=saved["data_dims"]["fused"],
-            title=saved["data_dims"]["title"],
-            modalities=tuple(tuple(m) for m in saved["data_dims"]["modalities"]),
-        )
-        self.config = config_lib.from_dict(
-            {k: v for k, v in saved.items() if k not in RUN_RECORD_KEYS}
-        )
-        config_lib.validate(self.config)
+        self.config, self.dims = _run_config(saved)
         self.mesh = sharding.make_mesh(MeshConfig(data=-1), devices)
-        abstract_model = nnx.eval_shape(lambda: Encoder(self.config.model, self.dims, nnx.Rngs(0)))
-        self.graphdef, abstract_vars = nnx.split(abstract_model, nnx.Param)
+        self.graphdef, abstract_vars = abstract_encoder(self.config.model, self.dims)
         # Inference replicates parameters and splits windows over all devices.
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         abstract_params = jax.tree.map(
@@ -131,6 +95,14 @@ class Embedder:
         self.params = restored.state["params"]
         self.step = restored.step
         self.skipped = restored.skipped
+        # The step restored may be older than the one whose config gave the shapes (a
+        # damaged newer step): its own config says how it fuses inputs.
+        self.config, dims = _run_config(restored.config)
+        if dims != self.dims:
+            raise CheckpointError(
+                f"{self.run_dir}: step {self.step} was trained on other data columns "
+                f"({dims.modalities}) than the newest step ({self.dims.modalities})"
+            )
 
     def check_store(self, store: ShotStore) -> None:
         ours = tuple((m.start, m.stop) for m in store.modalities)
@@ -141,8 +113,7 @@ class Embedder:
 
     def _encode_impl(self, params, shots, present, valid, title_embedding):
         model = nnx.merge(self.graphdef, params)
-        fusion = ObjectiveConfig(per_modality_norm=self.config.objective.per_modality_norm)
-        fused = fuse(shots, present, self.dims, fusion)
+        fused = fuse(shots, present, self.dims, self.config.objective)  # no drop key: no dropout
         if self.layers == "mean":  # only then is the stack of every layer worth building
             hidden, all_layers = model(fused, valid, title_embedding, return_all_layers=True)
             shots_h = all_layers.mean(0)
@@ -184,8 +155,7 @@ class Embedder:
     ) -> dict[str, np.ndarray]:
         """Padded windows (title, start, length) -> the encoder's inputs, as in training."""
         title, start, length = (np.array(column, np.int64) for column in zip(*spans, strict=True))
-        windows = {"title": title, "start": start, "length": length}
-        return pipeline.read_batch(store, windows, width)
+        return reader.read_windows(store, title, start, length, width)
 
     def embed_titles(
         self,
@@ -200,27 +170,24 @@ class Embedder:
             w for t in titles for w in plan_windows(t, store.title_length(t), self.max_shots)
         ]
         remaining = Counter(w.title for w in windows)
-        buffers: dict[int, np.ndarray] = {}
-        cls: dict[int, list[np.ndarray]] = {}
+        outputs_by_title: dict[int, list[tuple[Window, np.ndarray, np.ndarray]]] = {}
         bar = tqdm(
             total=len(windows), unit="window", desc="embed", disable=None if progress else True
         )
         for chunk, batch in self._window_batches(store, windows, batch_windows):
             shots_h, cls_h = self.encode(batch)
             for i, win in enumerate(chunk):
-                if win.title not in buffers:
-                    buffers[win.title] = np.zeros(
-                        (store.title_length(win.title), self.hidden_size), np.float32
-                    )
-                    cls[win.title] = []
-                keep = slice(win.keep_from, win.keep_to)
-                buffers[win.title][win.start + win.keep_from : win.start + win.keep_to] = shots_h[
-                    i, keep
-                ]
-                cls[win.title].append(cls_h[i])
+                outputs_by_title.setdefault(win.title, []).append((win, shots_h[i], cls_h[i]))
                 remaining[win.title] -= 1
                 if remaining[win.title] == 0:
-                    yield win.title, buffers.pop(win.title), np.mean(cls.pop(win.title), axis=0)
+                    done = outputs_by_title.pop(win.title)
+                    rows, cls = stitch(
+                        [w for w, _, _ in done],
+                        np.stack([x for _, x, _ in done]),
+                        np.stack([c for _, _, c in done]),
+                        store.title_length(win.title),
+                    )
+                    yield win.title, rows, cls
             bar.update(len(chunk))
         bar.close()
 
@@ -262,6 +229,18 @@ class Embedder:
         from mediafm_jax.search import search
 
         return search(store, emb, title, shot, k, embedder=self, **options)
+
+
+def _run_config(saved: dict) -> tuple[config_lib.ExperimentConfig, DataDims]:
+    """A checkpoint's saved config record -> (validated config, data dims)."""
+    dims = DataDims(
+        fused=saved["data_dims"]["fused"],
+        title=saved["data_dims"]["title"],
+        modalities=tuple(tuple(m) for m in saved["data_dims"]["modalities"]),
+    )
+    config = config_lib.from_dict({k: v for k, v in saved.items() if k not in RUN_RECORD_KEYS})
+    config_lib.validate(config)
+    return config, dims
 
 
 def load(run_dir: str | Path, step: int | None = None, layers: str = "last") -> Embedder:

@@ -205,3 +205,11 @@ class Encoder(nnx.Module):
     def predict(self, hidden_bkh):
         """Output projection back to the fused space, in fp32."""
         return self.output_proj(hidden_bkh).astype(jnp.float32)
+
+
+def abstract_encoder(config: ModelConfig, dims: DataDims) -> tuple[nnx.GraphDef, nnx.State]:
+    """(graph definition, abstract parameters) of the encoder: shapes only, no memory.
+
+    The one place the model is built from (config, dims), for training and inference.
+    """
+    return nnx.split(nnx.eval_shape(lambda: Encoder(config, dims, nnx.Rngs(0))), nnx.Param)

@@ -1,9 +1,14 @@
-"""The model-size presets, importable from an installed package.
+"""The model-size presets, importable from an installed package: the one source of each.
 
-``experiments/configs/{tiny,demo,base,large}.py`` return these; ``mediafm demo`` uses
-``demo()`` directly so that it also works from a wheel without the experiments folder.
+``experiments/configs/{tiny,demo,base,large}.py`` return these through ``configure`` (so
+``--config demo.py:steps=50`` works); target configs (``large_8xh100.py`` ...) start
+from one and replace typed fields. ``mediafm demo`` uses ``demo()`` directly so that it
+also works from a wheel without the experiments folder.
 """
 
+import dataclasses
+
+from mediafm_jax import config as config_lib
 from mediafm_jax.config import (
     CheckpointConfig,
     DataConfig,
@@ -82,3 +87,28 @@ def large() -> ExperimentConfig:
         data=DataConfig(threads=8, prefetch=4),
         mesh=MeshConfig(data=-1, fsdp=8, tensor=1),
     )
+
+
+VARIANTS = {"tiny": tiny, "demo": demo, "base": base, "large": large}
+
+
+def configure(config: ExperimentConfig, arg: str | None) -> ExperimentConfig:
+    """A config file's ``arg`` applied to its config, big_vision style:
+    ``variant=NAME`` (the model of preset NAME), ``steps=N``, ``batch_size=N``, ``seed=N``.
+    """
+    args = config_lib.parse_arg(
+        arg,
+        variant="",
+        steps=config.train.steps,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+    )
+    if args["variant"] and args["variant"] not in VARIANTS:
+        raise config_lib.ConfigError(
+            f"arg variant={args['variant']!r}: expected one of {sorted(VARIANTS)}"
+        )
+    model = VARIANTS[args["variant"]]().model if args["variant"] else config.model
+    train = dataclasses.replace(
+        config.train, steps=args["steps"], batch_size=args["batch_size"], seed=args["seed"]
+    )
+    return dataclasses.replace(config, model=model, train=train)

@@ -8,7 +8,7 @@ are (title, shot index, start/end time).
 Two kinds of vector: ``context`` — the in-context shot embeddings of a trained run (an
 embedding store from ``mediafm embed``, or computed by an ``Embedder``); ``concat`` — the
 fused input vectors the model sees (modality columns side by side, optionally each
-unit-normed first, as ``objective.fuse`` does; unit-normed), for comparison.
+unit-normed first, as ``fusion.fuse`` does; unit-normed), for comparison.
 
 Two engines: exact search (a normalized float32 matmul over row chunks of 32k, so the
 temporary scores stay bounded whatever the catalog size) and, for large catalogs, an
@@ -93,7 +93,7 @@ def unit_rows(x_nd: np.ndarray) -> np.ndarray:
 def fuse_rows(
     raw_nf: np.ndarray, modalities: Sequence[tuple[int, int]], per_modality_norm: bool = False
 ) -> np.ndarray:
-    """The model's input vectors [n, F] from raw store rows: ``objective.fuse`` in NumPy."""
+    """The model's input vectors [n, F] from raw store rows: ``fusion.fuse`` in NumPy."""
     x_nf = np.asarray(raw_nf, np.float32)
     if per_modality_norm:
         x_nf = np.concatenate([unit_rows(x_nf[:, a:b]) for a, b in modalities], axis=-1)

@@ -1,15 +1,21 @@
-"""Training: the train state, a pure ``train_step``, and the loop.
+"""Training: a pure ``train_step``, its sharded set-up, and ``train``, the loop.
+
+Read top to bottom: the update step; the set-up (model, shardings, optimizer, state);
+metrics; resume and stop; then ``train``, cut into banner sections (checks, data, mesh and
+state, compile, the loop, the end) as big_vision's ``train.py`` is.
 
 The model is Flax NNX, used functionally at the jit boundary: ``nnx.split`` gives a static
 graph definition and a pure dict of fp32 parameters; the train state is the pytree
-``{"step", "params", "opt_state"}``; ``train_step(state, batch, key) -> (state, metrics)``
-is jitted with explicit in/out shardings and the state donated.
+``{"step", "params", "opt_state"}``; ``train_step(state, batch, key, *, ...) -> (state,
+metrics)`` is jitted with explicit in/out shardings, the state donated, and compiled before
+the first step.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import signal
@@ -28,12 +34,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from mediafm_jax import config as config_lib
 from mediafm_jax import optim, outputs, sharding
 from mediafm_jax.checkpoint import Checkpointer
-from mediafm_jax.config import ExperimentConfig
+from mediafm_jax.config import ExperimentConfig, ObjectiveConfig
 from mediafm_jax.data import pipeline
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import ConfigError, NonFiniteLossError, UsageError
-from mediafm_jax.model import DataDims, Encoder
+from mediafm_jax.model import DataDims, Encoder, abstract_encoder
 from mediafm_jax.objective import msm_loss
 from mediafm_jax.streams import step_key
 
@@ -44,6 +50,35 @@ def data_dims(store: ShotStore) -> DataDims:
         title=store.title_dim,
         modalities=tuple((m.start, m.stop) for m in store.modalities),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The update step: a pure function of pytrees.
+# ---------------------------------------------------------------------------------------
+
+
+def train_step(
+    state: dict[str, Any],
+    batch: dict[str, jax.Array],
+    key: jax.Array,
+    *,
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    objective: ObjectiveConfig,
+) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+    """One optimizer step on a global batch; metrics carry grad/update/param norms."""
+
+    def loss_fn(params):
+        return msm_loss(nnx.merge(graphdef, params), batch, objective, key=key, train=True)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = dict(metrics)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    metrics["update_norm"] = optax.tree.norm(updates)
+    metrics["param_norm"] = optax.tree.norm(params)
+    return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
 
 # ---------------------------------------------------------------------------------------
@@ -59,7 +94,6 @@ class TrainSetup:
     dims: DataDims
     mesh: Mesh
     graphdef: Any
-    param_axes: Any
     param_shardings: Any
     state_shardings: Any
     optimizer: optax.GradientTransformation
@@ -67,11 +101,11 @@ class TrainSetup:
 
     @classmethod
     def create(cls, config: ExperimentConfig, dims: DataDims, mesh: Mesh) -> TrainSetup:
-        abstract_model = nnx.eval_shape(lambda: Encoder(config.model, dims, nnx.Rngs(0)))
-        graphdef, abstract_vars = nnx.split(abstract_model, nnx.Param)
-        axes = sharding.param_axes(abstract_vars)
+        graphdef, abstract_vars = abstract_encoder(config.model, dims)
         abstract_params = nnx.to_pure_dict(abstract_vars)
-        param_shardings = sharding.param_shardings(abstract_params, axes, mesh)
+        param_shardings = sharding.param_shardings(
+            abstract_params, sharding.param_axes(abstract_vars), mesh
+        )
         optimizer = optim.build_optimizer(config.optim, config.train.steps, abstract_params, mesh)
         abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
         replicated = NamedSharding(mesh, PartitionSpec())
@@ -96,7 +130,6 @@ class TrainSetup:
             dims,
             mesh,
             graphdef,
-            axes,
             param_shardings,
             state_shardings,
             optimizer,
@@ -124,37 +157,83 @@ class TrainSetup:
     def batch_shardings(self, batch: dict[str, Any]) -> dict[str, NamedSharding]:
         return {k: sharding.batch_sharding(self.mesh, np.ndim(v)) for k, v in batch.items()}
 
-    def make_train_step(self) -> Callable:
-        objective = self.config.objective
-
-        def train_step(state, batch, key):
-            def loss_fn(params):
-                return msm_loss(self.model(params), batch, objective, key=key, train=True)
-
-            (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-            updates, opt_state = self.optimizer.update(grads, state["opt_state"], state["params"])
-            params = optax.apply_updates(state["params"], updates)
-            metrics = dict(metrics)
-            metrics["grad_norm"] = optax.tree.norm(grads)
-            metrics["update_norm"] = optax.tree.norm(updates)
-            metrics["param_norm"] = optax.tree.norm(params)
-            return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
-
-        return train_step
-
     def jit_train_step(self, example_batch: dict[str, Any]) -> Callable:
+        """``train_step`` jitted for batches shaped like ``example_batch`` (host or global)."""
         replicated = NamedSharding(self.mesh, PartitionSpec())
+        step = functools.partial(
+            train_step,
+            graphdef=self.graphdef,
+            optimizer=self.optimizer,
+            objective=self.config.objective,
+        )
         return jax.jit(
-            self.make_train_step(),
+            step,
             in_shardings=(self.state_shardings, self.batch_shardings(example_batch), replicated),
             out_shardings=(self.state_shardings, replicated),
             donate_argnums=(0,),
         )
 
+    def compile_train_step(self, state: Any, host_batch: dict[str, np.ndarray], key) -> Callable:
+        """The step compiled ahead of the loop for the global batch ``host_batch`` is part
+        of (every process's share has the same shape)."""
+        n, shardings = jax.process_count(), self.batch_shardings(host_batch)
+        global_spec = {
+            k: jax.ShapeDtypeStruct((v.shape[0] * n, *v.shape[1:]), v.dtype, sharding=shardings[k])
+            for k, v in host_batch.items()
+        }
+        with jax.set_mesh(self.mesh):
+            return self.jit_train_step(host_batch).lower(state, global_spec, key).compile()
+
 
 # ---------------------------------------------------------------------------------------
-# Logging helpers.
+# Metrics: every step in exactly one record.
 # ---------------------------------------------------------------------------------------
+
+
+class MetricsAccumulator:
+    """Device metrics of the steps since the last record, averaged into the next one.
+
+    Nothing is fetched per step (the device runs ahead); a record covers every step since
+    the previous record, so no step is dropped or counted twice. ``check_finite`` fetches
+    without closing the window, for a save that must not checkpoint a diverged state.
+    """
+
+    def __init__(self, first_step: int):
+        self.pending: list[Any] = []
+        self.fetched: list[dict[str, float]] = []
+        self.shots = 0
+        self.since = first_step  # the last step already recorded
+        self.started = time.perf_counter()
+
+    def add(self, metrics: Any, shots: int) -> None:
+        self.pending.append(metrics)
+        self.shots += shots
+
+    def check_finite(self, at_step: int) -> None:
+        self.fetched += [{k: float(v) for k, v in m.items()} for m in jax.device_get(self.pending)]
+        self.pending = []
+        if not all(np.isfinite(m["loss"]) for m in self.fetched):
+            raise NonFiniteLossError(
+                f"loss is not finite at or before step {at_step}; the run stopped without "
+                "checkpointing this state (try a lower optim.learning_rate or optim.clip_norm)"
+            )
+
+    def record(self, at_step: int) -> dict[str, float]:
+        """The mean of steps (since, at_step], with throughput; starts the next window."""
+        self.check_finite(at_step)
+        steps = len(self.fetched)
+        assert steps == at_step - self.since, (steps, at_step, self.since)
+        elapsed = time.perf_counter() - self.started
+        record = {k: float(np.mean([m[k] for m in self.fetched])) for k in self.fetched[0]}
+        record.update(
+            step=at_step,
+            steps=steps,
+            shots_per_s=self.shots / max(elapsed, 1e-9),
+            step_time_s=elapsed / steps,
+        )
+        self.fetched, self.shots, self.since = [], 0, at_step
+        self.started = time.perf_counter()
+        return record
 
 
 class MetricsWriter:
@@ -363,7 +442,7 @@ class StopSignal:
             signal.signal(signal.SIGTERM, self.previous)
 
 
-def train_and_evaluate(
+def train(
     config: ExperimentConfig,
     store_path: str,
     workdir: str | Path,
@@ -374,10 +453,12 @@ def train_and_evaluate(
     """Trains (or resumes) a run; returns a summary with the final metrics.
 
     ``stop_at`` stops after that step as a preemption would (save, then return), which
-    is how tests and scripts split a run in two. ``allow_config_change`` lets a resume
-    change settings beyond run length and cadence (recorded in config_history.jsonl).
-    Everything that can be checked is checked before the run directory is touched.
+    is how tests and scripts split a run in two; it is reported as a planned stop.
+    ``allow_config_change`` lets a resume change settings beyond run length and cadence
+    (recorded in config_history.jsonl). Everything that can be checked is checked before
+    the run directory is touched.
     """
+    # -- Checks, before anything is written ----------------------------------------------
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     num_devices = len(devices) if devices is not None else jax.device_count()
@@ -389,7 +470,7 @@ def train_and_evaluate(
     if is_main:
         outputs.claim_folder(workdir, "run", inputs=[store_path])
 
-    # -- Data --------------------------------------------------------------------------
+    # -- Data ----------------------------------------------------------------------------
     size_gb = store.num_shots * store.num_features * 2 / 1e9
     if config.data.in_memory == "yes" or (
         config.data.in_memory == "auto" and size_gb <= config.data.in_memory_max_gb
@@ -410,7 +491,7 @@ def train_and_evaluate(
         dataset, prefetch=config.data.prefetch, threads=config.data.threads
     )
 
-    # -- Mesh and state: resume from the newest checkpoint that verifies ---------------
+    # -- Mesh and state: resume from the newest checkpoint that verifies -----------------
     mesh = sharding.make_mesh(config.mesh, devices)
     setup = TrainSetup.create(config, dims, mesh)
     saved_config = {
@@ -436,6 +517,7 @@ def train_and_evaluate(
             print(f"resumed from {checkpointer.directory / str(start_step)}", flush=True)
     else:
         state = setup.init_state(config.train.seed)
+
     # -- Stopping early: SIGTERM (agreed by all processes) or --stop-at -----------------
     stop = StopSignal(stop_at)  # before the summary below: once it prints, SIGTERM saves
     if is_main:
@@ -451,55 +533,35 @@ def train_and_evaluate(
         )
         print(optim.summary(state["params"], config.optim.kind), flush=True)
 
+    # -- Compile the step, before the loop -----------------------------------------------
+    if start_step < config.train.steps:
+        host_batch = next(iterator)
+        key = step_key(config.train.seed, start_step)
+        step_fn = setup.compile_train_step(state, host_batch, key)
+
+    # -- The loop ------------------------------------------------------------------------
     writer = MetricsWriter(workdir, enabled=is_main)
     schedule = optim.learning_rate_schedule(
         config.optim.learning_rate, config.optim, config.train.steps
     )
-    train_step = None
-    pending: list[Any] = []
-    window_shots, window_start = 0, time.perf_counter()
+    metrics = MetricsAccumulator(start_step)
     last: dict[str, float] = {}
-    step, stopped = start_step, None
-
-    def flush_metrics(at_step: int) -> dict[str, float]:
-        nonlocal pending, window_shots, window_start
-        fetched = jax.device_get(pending)
-        elapsed = time.perf_counter() - window_start
-        record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]}
-        if not np.isfinite(record["loss"]) or not all(
-            np.isfinite(float(m["loss"])) for m in fetched
-        ):
-            raise NonFiniteLossError(
-                f"loss is not finite at or before step {at_step}; the run stopped without "
-                "checkpointing this state (try a lower optim.learning_rate or optim.clip_norm)"
-            )
-        record.update(
-            step=at_step,
-            shots_per_s=window_shots / max(elapsed, 1e-9),
-            step_time_s=elapsed / len(fetched),
-            learning_rate=float(schedule(at_step)),
-        )
-        pending, window_shots, window_start = [], 0, time.perf_counter()
-        return record
-
+    stopped = None
     try:
         for step in range(start_step, config.train.steps):
-            host_batch = next(iterator)
-            window_shots += int(host_batch["valid"].sum()) * jax.process_count()
+            if step > start_step:
+                host_batch = next(iterator)
             batch = sharding.global_batch(host_batch, mesh)
-            if train_step is None:
-                train_step = setup.jit_train_step(host_batch)
             with jax.set_mesh(mesh):
-                state, metrics = train_step(state, batch, step_key(config.train.seed, step))
-            pending.append(metrics)
+                state, step_metrics = step_fn(state, batch, step_key(config.train.seed, step))
+            metrics.add(step_metrics, int(host_batch["valid"].sum()) * jax.process_count())
             done = step + 1
             at_log = done % config.train.log_every == 0 or done == config.train.steps
             at_save = done % config.checkpoint.every_steps == 0 or done == config.train.steps
             stopping = stop.should_stop(done) and done < config.train.steps
-            if at_log or at_save or stopping:
-                last = flush_metrics(done)
-                if at_log:
-                    writer.write(last, config.train.steps)
+            if at_log or at_save or stopping:  # a record at every save: none lost to a crash
+                last = metrics.record(done) | {"learning_rate": float(schedule(done))}
+                writer.write(last, config.train.steps)
             if at_save or stopping:
                 checkpointer.save(done, state, iterator.get_state(), saved_config)
             if stopping:
@@ -517,6 +579,8 @@ def train_and_evaluate(
         checkpointer.close()
         writer.close()
         stop.restore()
+
+    # -- The end -------------------------------------------------------------------------
     if is_main and (workdir / "metrics.jsonl").exists():
         plot_loss_curve(workdir / "metrics.jsonl", workdir / "plots" / "loss.png")
     return {

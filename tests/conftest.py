@@ -48,5 +48,23 @@ def tiny_run(tiny_store, tmp_path_factory):
     config = config_lib.apply_overrides(
         presets.tiny(), ["train.steps=30", "checkpoint.async_save=false", "model.max_shots=48"]
     )
-    train.train_and_evaluate(config, tiny_store, workdir, devices=jax.devices()[:1])
+    train.train(config, tiny_store, workdir, devices=jax.devices()[:1])
     return workdir
+
+
+@pytest.fixture(scope="module")
+def store(tiny_store):
+    """The tiny store, opened once per test module."""
+    from mediafm_jax.data.store import ShotStore
+
+    return ShotStore(tiny_store)
+
+
+@pytest.fixture(scope="module")
+def embedder(tiny_run):
+    """The tiny run's encoder on one device."""
+    import jax
+
+    from mediafm_jax import embed
+
+    return embed.Embedder(tiny_run, devices=jax.devices()[:1])

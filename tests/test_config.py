@@ -119,3 +119,59 @@ def test_overrides_coerce_to_the_declared_type():
     for bad in ("train.seed=1.5", "data.split=none-ish", "model.remat=2"):
         with pytest.raises(config_lib.ConfigError, match="expected"):
             config_lib.apply_overrides(presets.tiny(), [bad])
+
+
+def test_config_file_arg_sets_steps_batch_seed_and_variant():
+    demo = config_lib.load_config_file("experiments/configs/demo.py:steps=50")
+    assert demo == dataclasses.replace(
+        presets.demo(), train=dataclasses.replace(presets.demo().train, steps=50)
+    )
+    mixed = config_lib.load_config_file(
+        "experiments/configs/large_8xh100.py:variant=tiny,batch_size=16,seed=3"
+    )
+    assert mixed.model == presets.tiny().model  # the tiny model on the 8xH100 layout
+    assert (mixed.train.batch_size, mixed.train.seed, mixed.mesh.fsdp) == (16, 3, 8)
+    # The typed target configs equal what their string overrides used to say.
+    for path, base, overrides in [
+        ("large_8xh100", presets.large(), ["mesh.data=1", "train.batch_size=256"]),
+        ("large_4x8xh100", presets.large(), ["mesh.data=4", "train.batch_size=1024"]),
+        ("base_v5p32", presets.base(), ["mesh.data=4", "mesh.fsdp=4", "train.batch_size=512"]),
+    ]:
+        attention = "none" if path == "base_v5p32" else "cudnn"
+        expected = config_lib.apply_overrides(
+            base, [*overrides, "mesh.tensor=1", f"model.attention_impl={attention}"]
+        )
+        assert config_lib.load_config_file(f"experiments/configs/{path}.py") == expected, path
+    movienet = config_lib.load_config_file("experiments/configs/movienet.py")
+    assert (movienet.name, movienet.model.max_shots, movienet.train.steps) == (
+        "movienet318",
+        512,
+        1200,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arg", "named"),
+    [
+        ("stpes=5", "unknown arg 'stpes=5'"),
+        ("steps=abc", "arg steps='abc': expected a int >= 0"),
+        ("variant=huge", "arg variant='huge': expected one of"),
+    ],
+)
+def test_bad_config_arg_is_one_line(tmp_path, capsys, arg, named):
+    argv = ["train", "--config", f"experiments/configs/demo.py:{arg}"]
+    err = _refused(
+        capsys, [*argv, "--store", str(tmp_path / "s"), "--workdir", str(tmp_path / "r")]
+    )
+    assert err.startswith("error: --config experiments/configs/demo.py:") or "--config" in err
+    assert named in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_arg_reaches_the_run(tmp_path, capsys):
+    """demo.py:steps=50 is accepted: the refusal is about the missing store, not the arg."""
+    argv = ["train", "--config", "experiments/configs/demo.py:steps=50"]
+    err = _refused(
+        capsys, [*argv, "--store", str(tmp_path / "nope"), "--workdir", str(tmp_path / "r")]
+    )
+    assert "nope" in err and "expected" not in err

@@ -1,51 +1,10 @@
-"""Embedding: window stitching against a slow reference, devices, export, isolation."""
+"""Embedding: stitched titles equal their windows, devices, export, isolation."""
 
-import jax
 import numpy as np
 import pytest
+from test_stitching import most_central_window_reference
 
 from mediafm_jax import embed
-from mediafm_jax.data.store import ShotStore
-
-
-def most_central_window_reference(length, window):
-    """Slow reference: for each shot, the planned window start in which it is most central."""
-    stride = window // 2
-    starts = list(range(0, length - window, stride)) + [length - window]
-    owner = []
-    for shot in range(length):
-        best = None
-        for start in starts:
-            if start <= shot < start + window:
-                distance = abs(shot - (start + (window - 1) / 2))
-                if best is None or distance < best[0]:
-                    best = (distance, start)
-        owner.append(best[1])
-    return owner
-
-
-@pytest.mark.parametrize("length,window", [(700, 48), (97, 48), (48, 48), (30, 48), (1601, 512)])
-def test_plan_covers_every_shot_once_from_its_most_central_window(length, window):
-    windows = embed.plan_windows(0, length, window)
-    covered = np.zeros(length, int)
-    owner = np.zeros(length, int)
-    for w in windows:
-        covered[w.start + w.keep_from : w.start + w.keep_to] += 1
-        owner[w.start + w.keep_from : w.start + w.keep_to] = w.start
-        assert w.start >= 0 and w.start + w.length <= length
-    assert (covered == 1).all()
-    if length > window:
-        assert owner.tolist() == most_central_window_reference(length, window)
-
-
-@pytest.fixture(scope="module")
-def store(tiny_store):
-    return ShotStore(tiny_store)
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_run):
-    return embed.Embedder(tiny_run, devices=jax.devices()[:1])
 
 
 def test_long_title_embedding_equals_its_windows(store, embedder):

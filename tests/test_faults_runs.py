@@ -44,7 +44,7 @@ def _config(*extra):
 @pytest.fixture(scope="module")
 def base_run(tiny_store, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("faults") / "run"
-    train.train_and_evaluate(_config(), tiny_store, workdir, devices=jax.devices()[:1])
+    train.train(_config(), tiny_store, workdir, devices=jax.devices()[:1])
     return workdir
 
 
@@ -177,7 +177,7 @@ def test_resume_falls_back_sets_the_bad_step_aside_and_cuts_metrics(
     run = _copy(base_run, tmp_path)
     _truncate(run)
     (run / "checkpoints" / "45").mkdir()  # Orbax would count it among the newest `keep`
-    train.train_and_evaluate(_config(), tiny_store, run, devices=jax.devices()[:1])
+    train.train(_config(), tiny_store, run, devices=jax.devices()[:1])
     out = capsys.readouterr().out
     assert "checkpoint step 45 skipped" in out and "checkpoint step 6 skipped" in out
     assert f"resumed from {run / 'checkpoints' / '4'}" in out
@@ -241,7 +241,7 @@ def test_allowed_config_change_is_recorded(base_run, tiny_store, tmp_path, capsy
     run = _copy(base_run, tmp_path)
     changed = _config("train.steps=8", "optim.learning_rate=0.002")
     single = jax.devices()[:1]
-    train.train_and_evaluate(changed, tiny_store, run, devices=single, allow_config_change=True)
+    train.train(changed, tiny_store, run, devices=single, allow_config_change=True)
     history = [json.loads(line) for line in (run / "config_history.jsonl").open()]
     assert history == [
         {

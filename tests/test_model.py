@@ -9,8 +9,9 @@ from reference import forward, selected
 
 from mediafm_jax import masking
 from mediafm_jax.config import ModelConfig, ObjectiveConfig
+from mediafm_jax.fusion import fuse
 from mediafm_jax.model import DataDims, Encoder
-from mediafm_jax.objective import corrupt, fuse, msm_loss
+from mediafm_jax.objective import corrupt, msm_loss
 
 DIMS = DataDims(fused=14, title=5, modalities=((0, 6), (6, 10), (10, 14)))
 CFG = ModelConfig(hidden_size=16, num_layers=2, num_heads=4, mlp_size=32, max_shots=12)

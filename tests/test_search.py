@@ -4,7 +4,6 @@ import importlib.util
 import json
 import shutil
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,16 +12,6 @@ import mediafm_jax
 from mediafm_jax import cli, embed, search, sheet
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore
-
-
-@pytest.fixture(scope="module")
-def store(tiny_store):
-    return ShotStore(tiny_store)
-
-
-@pytest.fixture(scope="module")
-def embedder(tiny_run):
-    return embed.Embedder(tiny_run, devices=jax.devices()[:1])
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ def _params(out):
 
 
 def test_tiny_model_learns(tiny_store, tmp_path):
-    out = train.train_and_evaluate(
+    out = train.train(
         _cfg("train.steps=150", "train.log_every=10", "optim.warmup_steps=20"),
         tiny_store,
         tmp_path,
@@ -41,10 +41,8 @@ def test_tiny_model_learns(tiny_store, tmp_path):
 
 def test_sharded_equals_single_device_and_params_are_sharded(tiny_store, tmp_path):
     common = ["train.steps=6", "train.log_every=1"]
-    one = train.train_and_evaluate(
-        _cfg(*common), tiny_store, tmp_path / "one", devices=jax.devices()[:1]
-    )
-    eight = train.train_and_evaluate(
+    one = train.train(_cfg(*common), tiny_store, tmp_path / "one", devices=jax.devices()[:1])
+    eight = train.train(
         _cfg(*common, "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"), tiny_store, tmp_path / "eight"
     )
     np.testing.assert_allclose(_losses(tmp_path / "eight"), _losses(tmp_path / "one"), rtol=2e-5)
@@ -67,14 +65,14 @@ def test_sharded_equals_single_device_and_params_are_sharded(tiny_store, tmp_pat
 def test_resume_is_exact(tiny_store, tmp_path):
     cfg = _cfg("train.steps=10", "train.log_every=1", "checkpoint.every_steps=100")
     single = jax.devices()[:1]
-    straight = train.train_and_evaluate(cfg, tiny_store, tmp_path / "straight", devices=single)
-    first = train.train_and_evaluate(cfg, tiny_store, tmp_path / "split", devices=single, stop_at=5)
+    straight = train.train(cfg, tiny_store, tmp_path / "straight", devices=single)
+    first = train.train(cfg, tiny_store, tmp_path / "split", devices=single, stop_at=5)
     assert first["stopped"] == "stop_at" and not first["preempted"]  # planned, not preempted
     ckpt = Checkpointer(tmp_path / "split")
     assert ckpt.latest_step() == 5
     assert ckpt.restore_newest(first["setup"].abstract_state).data == {"next_batch": 5}
     ckpt.close()
-    resumed = train.train_and_evaluate(cfg, tiny_store, tmp_path / "split", devices=single)
+    resumed = train.train(cfg, tiny_store, tmp_path / "split", devices=single)
     assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
     jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(straight))
 
@@ -82,11 +80,9 @@ def test_resume_is_exact(tiny_store, tmp_path):
 def test_restore_on_a_different_mesh(tiny_store, tmp_path):
     sharded = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
     cfg = _cfg("train.steps=8", "train.log_every=1", "checkpoint.every_steps=100")
-    straight = train.train_and_evaluate(cfg, tiny_store, tmp_path / "a", devices=jax.devices()[:1])
-    train.train_and_evaluate(
-        config_lib.apply_overrides(cfg, sharded), tiny_store, tmp_path / "b", stop_at=4
-    )
-    resumed = train.train_and_evaluate(cfg, tiny_store, tmp_path / "b", devices=jax.devices()[:1])
+    straight = train.train(cfg, tiny_store, tmp_path / "a", devices=jax.devices()[:1])
+    train.train(config_lib.apply_overrides(cfg, sharded), tiny_store, tmp_path / "b", stop_at=4)
+    resumed = train.train(cfg, tiny_store, tmp_path / "b", devices=jax.devices()[:1])
     np.testing.assert_allclose(_losses(tmp_path / "b"), _losses(tmp_path / "a"), rtol=5e-5)
     jax.tree.map(
         lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5),
@@ -119,8 +115,29 @@ def test_muon_adamw_beats_adamw_at_the_same_budget(tiny_store, tmp_path):
     }
     final = {}
     for kind, overrides in runs.items():
-        train.train_and_evaluate(
+        train.train(
             _cfg(*common, *overrides), tiny_store, tmp_path / kind, devices=jax.devices()[:1]
         )
         final[kind] = float(np.mean(_losses(tmp_path / kind)[-3:]))
     assert final["muon_adamw"] < final["adamw"] - 0.01, final
+
+
+def test_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
+    """Log every 10, save every 25: the save's record covers 21-25 and the step-30 line
+    26-30; each record is the mean of exactly its steps' per-step losses."""
+    single = jax.devices()[:1]
+    cfg = _cfg("train.steps=30", "train.log_every=10", "checkpoint.every_steps=25")
+    train.train(cfg, tiny_store, tmp_path / "coarse", devices=single)
+    per_step = _cfg("train.steps=30", "train.log_every=1", "checkpoint.every_steps=25")
+    train.train(per_step, tiny_store, tmp_path / "fine", devices=single)
+    records = [json.loads(line) for line in (tmp_path / "coarse" / "metrics.jsonl").open()]
+    losses = _losses(tmp_path / "fine")
+    assert [r["step"] for r in records] == [10, 20, 25, 30]
+    covered = np.zeros(30, int)
+    previous = 0
+    for r in records:
+        assert r["steps"] == r["step"] - previous
+        covered[previous : r["step"]] += 1
+        np.testing.assert_allclose(r["loss"], np.mean(losses[previous : r["step"]]), rtol=1e-6)
+        previous = r["step"]
+    assert (covered == 1).all()

@@ -4,20 +4,19 @@
         --config experiments/configs/base_v5p32.py
 """
 
-from mediafm_jax import config as config_lib
+import dataclasses
+
 from mediafm_jax import presets
-from mediafm_jax.config import ExperimentConfig
+from mediafm_jax.config import ExperimentConfig, MeshConfig
 
 
 def get_config(arg: str | None = None) -> ExperimentConfig:
-    del arg
-    return config_lib.apply_overrides(
-        presets.base(),
-        [
-            "mesh.data=4",
-            "mesh.fsdp=4",
-            "mesh.tensor=1",
-            "train.batch_size=512",
-            "model.attention_impl=none",
-        ],
+    """``arg``: ``steps=N,batch_size=N,seed=N,variant=NAME`` (``presets.configure``)."""
+    config = presets.base()
+    config = dataclasses.replace(
+        config,
+        mesh=MeshConfig(data=4, fsdp=4, tensor=1),
+        train=dataclasses.replace(config.train, batch_size=512),
+        model=dataclasses.replace(config.model, attention_impl=None),
     )
+    return presets.configure(config, arg)

@@ -4,20 +4,20 @@ Demo-sized encoder over 512-shot windows (a film has about 1,600 shots), trained
 190 train films only (`data.split=train`).
 """
 
-from mediafm_jax import config as config_lib
+import dataclasses
+
 from mediafm_jax import presets
 from mediafm_jax.config import ExperimentConfig
 
 
 def get_config(arg: str | None = None) -> ExperimentConfig:
-    del arg
-    return config_lib.apply_overrides(
-        presets.demo(),
-        [
-            "name=movienet318",
-            "model.max_shots=512",
-            "train.batch_size=8",
-            "train.steps=1200",
-            "checkpoint.every_steps=400",
-        ],
+    """``arg``: ``steps=N,batch_size=N,seed=N,variant=NAME`` (``presets.configure``)."""
+    config = presets.demo()
+    config = dataclasses.replace(
+        config,
+        name="movienet318",
+        model=dataclasses.replace(config.model, max_shots=512),
+        train=dataclasses.replace(config.train, batch_size=8, steps=1200),
+        checkpoint=dataclasses.replace(config.checkpoint, every_steps=400),
     )
+    return presets.configure(config, arg)

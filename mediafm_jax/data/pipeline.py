@@ -7,7 +7,7 @@ The dataset is a random-access Grain ``MapDataset`` over *global* batches:
       -> batch(global batch size)
       -> window starts and target positions drawn for the whole global batch from
          (seed, batch index), vectorized (targets by ``masking.draw_targets``);
-         this host's rows read and padded
+         this host's rows read and padded (``reader.read_windows``)
 
 Everything random is a pure function of (seed, index), so the iterator's whole state is
 the index of the next global batch (Grain's ``{"next_index": i}``). It does not depend on
@@ -24,6 +24,7 @@ import grain
 import numpy as np
 
 from mediafm_jax import masking, streams
+from mediafm_jax.data import reader
 from mediafm_jax.data.store import ShotStore
 
 
@@ -97,38 +98,14 @@ class _ReadHostShare:
         )
         per_host = len(titles) // self.process_count
         rows = slice(self.process_index * per_host, (self.process_index + 1) * per_host)
-        return read_batch(self.store, {k: v[rows] for k, v in drawn.items()}, self.max_shots)
-
-
-def read_batch(
-    store: ShotStore, windows: dict[str, np.ndarray], max_shots: int
-) -> dict[str, np.ndarray]:
-    """Reads drawn windows into the §3.3 batch; padding rows are zero.
-
-    The batch holds only what the device reads: shots, present, valid, title_embedding,
-    and ``targets`` when the windows carry them (inference windows do not).
-    """
-    b, w = len(windows["title"]), max_shots
-    # Not zeros: every valid row is overwritten below, so only padding rows are cleared.
-    shots = np.empty((b, w, store.num_features), np.float16)
-    present = np.zeros((b, w, store.num_modalities), np.uint8)
-    first = store.offsets[windows["title"]] + windows["start"]
-    rows = []
-    for i in range(b):
-        length = int(windows["length"][i])
-        rows.append((int(first[i]), int(first[i]) + length))
-        present[i, :length] = store.present[rows[-1][0] : rows[-1][1]]
-        shots[i, length:] = 0
-    store.read_windows_into(shots, rows)
-    batch = {
-        "shots": shots,
-        "present": present,
-        "valid": np.arange(w)[None, :] < windows["length"][:, None],
-        "title_embedding": store.title_embedding[windows["title"]].astype(np.float16),
-    }
-    if "targets" in windows:
-        batch["targets"] = windows["targets"]
-    return batch
+        batch = reader.read_windows(
+            self.store,
+            drawn["title"][rows],
+            drawn["start"][rows],
+            drawn["length"][rows],
+            self.max_shots,
+        )
+        return batch | {"targets": drawn["targets"][rows]}
 
 
 def make_dataset(
@@ -152,20 +129,21 @@ def make_dataset(
         raise ValueError(f"{store.root}: no titles in split {split!r}")
     lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
     table = window_table(lengths[titles], titles, max_shots)
-    reader = _ReadHostShare(store, max_shots, mask_ratio, seed, process_index, process_count)
+    read_share = _ReadHostShare(store, max_shots, mask_ratio, seed, process_index, process_count)
     return (
         grain.MapDataset.source(table)
         .shuffle(seed=seed)
         .repeat(None)
         .batch(global_batch_size, drop_remainder=True)
-        .map_with_index(reader)
+        .map_with_index(read_share)
     )
 
 
 class BatchIterator:
     """An iterator of host batches with a bounded prefetch and a tiny, portable state."""
 
-    def __init__(self, dataset: grain.MapDataset, prefetch: int = 2, threads: int = 2):
+    def __init__(self, dataset: grain.MapDataset, *, prefetch: int, threads: int):
+        """``prefetch``, ``threads``: ``config.data``'s (no second set of defaults here)."""
         threads = max(1, threads)
         options = grain.ReadOptions(
             num_threads=threads, prefetch_buffer_size=max(prefetch, threads)
