@@ -48,8 +48,13 @@ SHAPES = {
     "base_cpu": (384, 6, 6, 1536, 512, 4, 2304, 128),
     "demo": (192, 3, 6, 768, 256, 16, 384, 128),  # presets.demo() on the demo's data
 }
-STEP_IMPLS = ("jax", "jax-adamw", "jax-plain", "torch", "torch-compile")
-EMBED_IMPLS = ("jax", "torch", "torch-compile")
+STEP_IMPLS = ("jax", "jax-adamw", "jax-plain", "torch", "torch-compile", "torch-compile-max")
+EMBED_IMPLS = ("jax", "torch", "torch-compile", "torch-compile-max")
+COMPILE_MODES = {
+    "torch": "",
+    "torch-compile": "default",
+    "torch-compile-max": "max-autotune-no-cudagraphs",
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,16 +249,18 @@ def worker_jax_embed(spec, host, steps: int) -> list[float]:
 
 
 def worker_torch(spec, host, steps: int, task: str, compiled: str) -> list[float]:
+    """PyTorch on the GPU when there is one (bf16 autocast), else on all CPU threads."""
     import torch
     import torch_model
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_num_threads(os.cpu_count() or 1)
     torch.manual_seed(0)
-    model, optimizers = torch_model.build(spec, spec[7])
-    batch = torch_model.tensors(host, "cpu")
+    model, optimizers = torch_model.build(spec, spec[7], device)
+    batch = torch_model.tensors(host, device)
     if task == "embed":
-        return timed(torch_model.embed_fn(model, batch, "cpu", compiled), steps)
-    return timed(torch_model.step_fn(model, optimizers, batch, "cpu", compiled), steps)
+        return timed(torch_model.embed_fn(model, batch, device, compiled), steps)
+    return timed(torch_model.step_fn(model, optimizers, batch, device, compiled), steps)
 
 
 def worker_peak(framework: str, n: int = 2048, repeats: int = 10) -> float:
@@ -277,7 +284,7 @@ def worker_main(args) -> None:
     if args.worker.startswith("peak-"):
         print(json.dumps({"peak": worker_peak(args.worker[5:])}))
         return
-    spec = SHAPES[args.shape]
+    spec = tuple(int(x) for x in args.spec.split(",")) if args.spec else SHAPES[args.shape]
     host = load_batch(args.batch_file)
     impl = args.worker.split("@")[0]
     if args.task == "embed":
@@ -297,7 +304,7 @@ def worker_main(args) -> None:
 
 
 def compile_mode(impl: str) -> str:
-    return {"torch": "", "torch-compile": "default"}[impl]
+    return COMPILE_MODES[impl]
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,6 +370,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--task", default="step", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)  # h,l,n,m,w,b,f,g instead of --shape
     parser.add_argument("--batch-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -452,7 +460,9 @@ def report(args, shapes, impls, results, peaks, loads, errors) -> None:
         print(f", torch {np.median(peaks['torch']) / 1e9:.0f} GFLOP/s", end="")
     print("\n")
     head = f"{'shape':<9}{'task':<6}{'impl':<16}{'ms (median)':>12}{'min-max':>14}{'shots/s':>10}{'MFU':>6}"
-    print(head + f"{'torch/this':>12}{'same-round range':>18}")
+    ref_name = "torch" if "torch" in impls else impls[0]
+    print(f"ratio: {ref_name}'s median time / this one's (>1: faster than {ref_name})")
+    print(head + f"{'ratio':>12}{'same-round range':>18}")
     table = []
     for name in shapes:
         spec = SHAPES[name]
@@ -461,7 +471,7 @@ def report(args, shapes, impls, results, peaks, loads, errors) -> None:
             rows = {
                 impl: results[(name, task, impl)] for impl in impls if (name, task, impl) in results
             }
-            reference = rows.get("torch", [])
+            reference = rows.get("torch") or next(iter(rows.values()), [])
             for impl, rounds in rows.items():
                 if not rounds:
                     continue
@@ -469,6 +479,7 @@ def report(args, shapes, impls, results, peaks, loads, errors) -> None:
                 flops = model_flops(spec) / (3 if task == "embed" else 1)
                 ratio = ratio_range = ""
                 row = {
+                    "rounds_ms": [x * 1e3 for x in rounds],
                     "shape": name,
                     "task": task,
                     "impl": impl,
@@ -479,6 +490,7 @@ def report(args, shapes, impls, results, peaks, loads, errors) -> None:
                     "mfu": flops / med / peak,
                 }
                 if reference:
+                    row["reference"] = ref_name
                     pairs = [t / s for t, s in zip(reference, rounds, strict=False)]
                     row["vs_torch"] = float(np.median(reference)) / med
                     row["vs_torch_rounds"] = [min(pairs), max(pairs)]
@@ -492,7 +504,7 @@ def report(args, shapes, impls, results, peaks, loads, errors) -> None:
                 )
     print(
         "\nMFU: model FLOPs (training: 6 N tokens + attention; embed: a third of that) / the jax "
-        "peak.\ntorch/this: PyTorch eager's median time / this one's (>1: faster than PyTorch)."
+        "peak."
     )
     for error in errors:
         print("ERROR", error)
