@@ -114,6 +114,11 @@ class OptimConfig:
     clip_norm: Positive | None = 1.0
     accumulate_steps: Count = 1
     muon_gather_free: bool = False  # stack same-shape matrices, shard the stack over fsdp
+    # One batched Newton-Schulz per matrix shape: "auto" = on accelerators, off on CPUs
+    # (where it measured no faster); "on" | "off". And the NS coefficients: "keller" (one
+    # (a, b, c) for every step) | "polar_express" (one per step, muon_ns_steps <= 5).
+    muon_stack: str = "auto"
+    muon_ns_coeffs: str = "keller"
 
 
 @dataclasses.dataclass(frozen=True)

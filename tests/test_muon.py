@@ -10,22 +10,24 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from mediafm_jax import optim, sharding
 from mediafm_jax.config import MeshConfig, ModelConfig, OptimConfig
+from mediafm_jax.errors import ConfigError
 from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.optim.muon import (
     DEFAULT_NS_COEFFS,
+    POLAR_EXPRESS_COEFFS,
     newton_schulz,
     newton_schulz_flops,
     scale_by_muon,
 )
 
 
-def ns_float64(g, steps=5, coeffs=DEFAULT_NS_COEFFS, eps=1e-7):
+def ns_float64(g, steps=5, coeffs=DEFAULT_NS_COEFFS, eps=1e-7, safety=1.0):
     x = np.asarray(g, np.float64)
     tall = x.shape[0] > x.shape[1]
     x = x.T if tall else x
-    x = x / (np.linalg.norm(x) + eps)
-    a, b, c = coeffs
-    for _ in range(steps):
+    x = x / (np.linalg.norm(x) * safety + eps)
+    schedule = np.broadcast_to(np.asarray(coeffs, np.float64), (steps, 3))
+    for a, b, c in schedule:
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
     return x.T if tall else x
@@ -223,3 +225,57 @@ def test_gather_free_layout_avoids_all_gather():
 def test_flops_formula():
     assert newton_schulz_flops(64, 256) == 5 * (4 * 64 * 64 * 256 + 2 * 64**3)
     assert newton_schulz_flops(256, 64) == newton_schulz_flops(64, 256)
+
+
+def _mixed_tree():
+    shapes = [(24, 24)] * 3 + [(24, 40), (40, 24)] * 2
+    rng = np.random.default_rng(5)
+    return {f"w{i}": jnp.asarray(rng.normal(size=s), jnp.float32) for i, s in enumerate(shapes)}
+
+
+def test_stacked_newton_schulz_matches_float64_per_matrix():
+    # One batched NS per shape must be the per-matrix NS (float reassociation only).
+    tree = _mixed_tree()
+    with jax.default_matmul_precision("highest"):
+        outs = {}
+        for stack in (False, True):
+            tx = scale_by_muon(ns_dtype=jnp.float32, scale="none", nesterov=False, stack=stack)
+            outs[stack], _ = jax.jit(lambda g, s, tx=tx: tx.update(g, s))(tree, tx.init(tree))
+    for name, g in tree.items():
+        # Momentum (1 - beta) g of a zero state: NS is scale-invariant.
+        expected = ns_float64(np.asarray(g))
+        np.testing.assert_allclose(np.asarray(outs[True][name]), expected, atol=3e-5)
+        np.testing.assert_allclose(outs[True][name], outs[False][name], atol=3e-5)
+
+
+def test_polar_express_matches_float64_and_is_closer_to_the_polar_factor():
+    g = np.random.default_rng(6).normal(size=(48, 96))
+    u, _, vt = np.linalg.svd(g, full_matrices=False)
+    polar = u @ vt
+    with jax.default_matmul_precision("highest"):
+        tx = scale_by_muon(
+            ns_dtype=jnp.float32, scale="none", nesterov=False, ns_coeffs="polar_express"
+        )
+        out, _ = tx.update({"w": jnp.asarray(g, jnp.float32)}, tx.init({"w": g}))
+        keller = newton_schulz(jnp.asarray(g, jnp.float32), dtype=jnp.float32)
+    out = np.asarray(out["w"], np.float64)
+    reference = ns_float64(g, coeffs=POLAR_EXPRESS_COEFFS, safety=1.02)
+    np.testing.assert_allclose(out, reference, atol=3e-5)
+    error = lambda x: np.linalg.norm(x - polar) / np.linalg.norm(polar)
+    # Same 5 steps, about half Keller's distance to the exact polar factor U V^T.
+    assert error(out) < 0.6 * error(np.asarray(keller, np.float64))
+    s = np.linalg.svd(out, compute_uv=False)
+    assert s.min() > 0.8 and s.max() < 1.2
+
+
+def test_muon_options_are_checked():
+    with pytest.raises(ValueError, match="Polar Express schedule is for 5 steps"):
+        scale_by_muon(ns_coeffs="polar_express", ns_steps=4)
+    params = {"blocks": {0: {"q": {"kernel": jnp.ones((8, 8))}}}}
+    with pytest.raises(ConfigError, match="optim.muon_stack='sometimes'"):
+        optim.build_optimizer(OptimConfig(muon_stack="sometimes"), 10, params)
+    with pytest.raises(ConfigError, match="optim.muon_ns_coeffs='fast'"):
+        optim.build_optimizer(OptimConfig(muon_ns_coeffs="fast"), 10, params)
+    cpu_mesh = sharding.make_mesh(MeshConfig(data=1), jax.devices("cpu")[:1])
+    assert not optim.stack_newton_schulz("auto", cpu_mesh)
+    assert optim.stack_newton_schulz("on", cpu_mesh) and not optim.stack_newton_schulz("off", None)

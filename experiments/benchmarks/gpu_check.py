@@ -1,16 +1,27 @@
 """One prepared GPU run: correctness vs CPU fp32, speed and MFU, and PyTorch on the same card.
 
-    python experiments/benchmarks/gpu_check.py [--batch 32] [--steps 10] [--out DIR]
+    python experiments/benchmarks/gpu_check.py [--batches 32,64,128] [--steps 10] [--out DIR]
     python experiments/benchmarks/gpu_check.py --smoke     # tiny sizes, runs on a CPU too
 
+Set-up on a GPU image: it must have JAX with its CUDA plugin and a Flax that imports under
+it -- JAX 0.11.x needs Flax >= 0.12.10 (0.12.8 does not import), so on such an image
+``pip install --no-deps -e . 'flax>=0.12.10'`` and keep the image's jax/jaxlib; PyTorch
+(CUDA build) for the comparators. The script says so and exits if Flax is too old.
+
+0. PyTorch first, each row in its own process (before JAX takes the card's memory): the
+   same model and optimizer (``torch_model.py``: fused qkv, SDPA, ``torch.optim.Muon``,
+   bf16 autocast), eager, ``torch.compile`` (default) and ``torch.compile``
+   (``max-autotune-no-cudagraphs``); training step and embedding (inference) throughput.
 1. Correctness: the same initial state and batches, a few steps of the base model in
    bf16 with cuDNN attention on the accelerator vs fp32 (XLA attention) on the CPU; the
    losses must agree within bf16 tolerance (2e-2 relative).
-2. Speed: step time, shots/s and MFU of the base config (bf16) with cuDNN attention and
-   with XLA's attention, against the card's bf16 matmul peak measured in the same run.
-   Target: 45% MFU or more.
-3. Baseline: the same model and optimizer in PyTorch on the same card (bf16 autocast,
-   ``scaled_dot_product_attention``, ``torch.optim.Muon``, eager), same batch.
+2. Speed: step time, shots/s and MFU of the base config (bf16) with cuDNN attention at
+   every ``--batches`` size, and at the first size: XLA's attention, AdamW only, Muon with
+   one NS per matrix (``optim.muon_stack=off``) vs stacked (the accelerator default), and
+   Polar Express coefficients; the optimizer update alone (Muon's share of the step);
+   embedding throughput (``mediafm embed``'s forward). MFU against the card's bf16 matmul
+   peak measured in the same run. Targets: >= 50% MFU at batch 32, Muon <= 8% of the
+   step, >= 1.2x ``torch.compile``.
 Each part is independent (a failure is recorded and the next part runs). Writes
 ``gpu_check.json`` into --out (default $OUT or .) after every part.
 """
@@ -20,17 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import traceback
+from pathlib import Path
 
 import jax
 import numpy as np
-from train_step import (  # sibling benchmark
-    make_batch,
-    matmul_peak,
-    model_flops,
-    step_seconds,
-    time_torch,
-)
+from train_step import make_batch, matmul_peak, median_seconds, model_flops, step_seconds
 
 from mediafm_jax import config as config_lib
 from mediafm_jax import presets, sharding, train
@@ -59,17 +68,53 @@ def host_batch(batch: int, window: int, seed: int = 0) -> dict:
     return host
 
 
+def check_flax() -> None:
+    """JAX 0.11 needs Flax >= 0.12.10: say so in one line instead of an import traceback."""
+    from importlib.metadata import version
+
+    jax_v = tuple(int(x) for x in jax.__version__.split(".")[:2])
+    flax_v = tuple(int(x) for x in version("flax").split(".")[:3])
+    if jax_v >= (0, 11) and flax_v < (0, 12, 10):
+        sys.exit(
+            f"gpu_check: jax {jax.__version__} needs flax >= 0.12.10, found {version('flax')}: "
+            "pip install 'flax>=0.12.10' (keep this image's jax)"
+        )
+
+
+def torch_rows(spec, host: dict, steps: int, modes: list[str]) -> dict[str, dict]:
+    """PyTorch rows, each in a fresh process (``vs_torch.py``'s worker), before JAX starts."""
+    out: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        batch_file = os.path.join(tmp, "batch.npz")
+        np.savez(batch_file, **host)
+        for task in ("step", "embed"):
+            for impl in modes:
+                cmd = [sys.executable, str(Path(__file__).with_name("vs_torch.py")), "--worker"]
+                cmd += [impl, "--task", task, "--spec", ",".join(map(str, spec))]
+                cmd += ["--batch-file", batch_file, "--steps", str(steps)]
+                run = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
+                key = f"{impl} {task}"
+                if run.returncode:
+                    tail = (run.stderr.strip().splitlines() or ["(no output)"])[-1]
+                    out[key] = {"error": tail[:500]}
+                    print(f"   {key}: FAILED: {tail[:200]}")
+                else:
+                    times = json.loads(run.stdout.strip().splitlines()[-1])["times"]
+                    out[key] = {"seconds": float(np.median(times))}
+                    print(f"   {key:<28}{out[key]['seconds'] * 1e3:8.1f} ms")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", default="32,64,128", help="batch sizes for the MFU table")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     args = parser.parse_args()
-    accelerator = jax.devices()[0]
-    cpu = jax.devices("cpu")[0]
-    on_gpu = accelerator.platform == "gpu"
+    check_flax()
+    batches = [int(b) for b in args.batches.split(",")]
     base = presets.base()
     overrides = ["optim.warmup_steps=1", "train.steps=100"]
     if args.smoke:
@@ -80,23 +125,11 @@ def main() -> None:
             "model.mlp_size=128",
             "model.max_shots=64",
         ]
-        args.batch = min(args.batch, 4)
+        batches = [min(batches[0], 4)]
     base = config_lib.apply_overrides(base, overrides)
-    w = base.model.max_shots
-    fast = config_lib.apply_overrides(
-        base,
-        ["model.compute_dtype=bfloat16", "optim.muon_ns_dtype=bfloat16"]
-        + (["model.attention_impl=cudnn"] if on_gpu else []),
-    )
-    exact = config_lib.apply_overrides(
-        base, ["model.compute_dtype=float32", "optim.muon_ns_dtype=float32"]
-    )
-    report: dict = {
-        "device": str(accelerator.device_kind),
-        "platform": accelerator.platform,
-        "jax": jax.__version__,
-        "errors": {},
-    }
+    w, m = base.model.max_shots, base.model
+    first = batches[0]
+    report: dict = {"jax": jax.__version__, "batches": batches, "window": w, "errors": {}}
     os.makedirs(args.out, exist_ok=True)
 
     def save() -> None:
@@ -112,6 +145,28 @@ def main() -> None:
             print(f"{name}: FAILED ({type(error).__name__})")
         save()
 
+    spec = (m.hidden_size, m.num_layers, m.num_heads, m.mlp_size, w, first, FUSED, TITLE)
+    if not args.no_torch:
+        print(f"0. PyTorch, batch {first} x {w}, one process per row:")
+        modes = ["torch", "torch-compile", "torch-compile-max"]
+        part(
+            "torch",
+            lambda: report.update(torch=torch_rows(spec, host_batch(first, w), args.steps, modes)),
+        )
+
+    accelerator = jax.devices()[0]
+    cpu = jax.devices("cpu")[0]
+    on_gpu = accelerator.platform == "gpu"
+    report.update(device=str(accelerator.device_kind), platform=accelerator.platform)
+    fast = config_lib.apply_overrides(
+        base,
+        ["model.compute_dtype=bfloat16", "optim.muon_ns_dtype=bfloat16"]
+        + (["model.attention_impl=cudnn"] if on_gpu else []),
+    )
+    exact = config_lib.apply_overrides(
+        base, ["model.compute_dtype=float32", "optim.muon_ns_dtype=float32"]
+    )
+
     def correctness() -> None:
         small = [host_batch(2, w, seed=i) for i in range(3)]
         with jax.default_matmul_precision("highest"):
@@ -126,8 +181,6 @@ def main() -> None:
             f"({'OK' if max(rel) < 2e-2 else 'TOO LARGE'}, bound 2e-2)"
         )
 
-    m = fast.model
-    flops = model_flops(m.hidden_size, m.num_layers, m.mlp_size, w, args.batch, FUSED)
     peak_holder: list[float] = []
 
     def peak() -> float:
@@ -137,43 +190,111 @@ def main() -> None:
             report["bf16_peak_tflops"] = peak_holder[0] / 1e12
         return peak_holder[0]
 
-    def record(name: str, seconds: float) -> None:
+    def record(name: str, seconds: float, batch: int, task: str = "step") -> None:
+        flops = model_flops(m.hidden_size, m.num_layers, m.mlp_size, w, batch, FUSED)
+        flops /= 3 if task == "embed" else 1  # forward only
         report[name] = {
+            "batch": batch,
             "step_ms": seconds * 1e3,
-            "shots_per_s": args.batch * w / seconds,
+            "shots_per_s": batch * w / seconds,
             "mfu": flops / seconds / peak(),
         }
         print(
-            f"   {name:<22}{seconds * 1e3:8.1f} ms/step {args.batch * w / seconds:>12,.0f} "
+            f"   {name:<34}{seconds * 1e3:8.1f} ms {batch * w / seconds:>12,.0f} "
             f"shots/s   MFU {flops / seconds / peak():.1%}"
         )
 
-    def speed(impl: str) -> None:
-        cfg = config_lib.apply_overrides(
-            fast, [f"train.batch_size={args.batch}", f"model.attention_impl={impl}"]
-        )
-        host = host_batch(args.batch, w)
-        record(f"mediafm-jax ({impl})", step_seconds(cfg, DIMS, host, args.steps, accelerator))
+    def speed(name: str, batch: int, extra: list[str], trace_only: bool = False) -> None:
+        cfg = config_lib.apply_overrides(fast, [f"train.batch_size={batch}", *extra])
+        host = host_batch(batch, w)
+        if trace_only:  # --smoke on a busy CPU: check the variant builds and lowers, untimed
+            mesh = sharding.make_mesh(cfg.mesh, [accelerator])
+            setup = train.TrainSetup.create(cfg, DIMS, mesh)
+            with jax.set_mesh(mesh):
+                batch_arrays = sharding.global_batch(host, mesh)
+                setup.jit_train_step(host).lower(
+                    setup.abstract_state, batch_arrays, train.step_key(0, 0)
+                )
+            report[name] = {"lowered": True}
+            print(f"   {name:<34}lowered (--smoke: not timed)")
+            return
+        record(name, step_seconds(cfg, DIMS, host, args.steps, accelerator), batch)
 
-    def torch_baseline() -> None:
-        spec = (m.hidden_size, m.num_layers, m.num_heads, m.mlp_size, w, args.batch, FUSED)
-        device = "cuda" if on_gpu else "cpu"
-        record("pytorch (eager, SDPA)", time_torch(spec, args.steps, device, TITLE))
+    def optimizer_alone() -> None:
+        cfg = config_lib.apply_overrides(fast, [f"train.batch_size={first}"])
+        mesh = sharding.make_mesh(cfg.mesh, [accelerator])
+        setup = train.TrainSetup.create(cfg, DIMS, mesh)
+        state = setup.init_state(0)
+        with jax.set_mesh(mesh):
+            update = jax.jit(setup.optimizer.update)
+            args_ = (state["params"], state["opt_state"], state["params"])
+            seconds = median_seconds(lambda: jax.block_until_ready(update(*args_)), args.steps)
+        step = report.get(f"mediafm-jax b{first}", {}).get("step_ms")
+        report["optimizer_update_ms"] = seconds * 1e3
+        share = f", {seconds * 1e3 / step:.1%} of the step" if step else ""
+        print(f"   optimizer update alone (Muon + AdamW): {seconds * 1e3:.1f} ms{share}")
+
+    def embedding() -> None:
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from mediafm_jax.config import ObjectiveConfig
+        from mediafm_jax.model import NUM_SPECIAL, Encoder
+        from mediafm_jax.objective import fuse
+
+        graphdef, params = nnx.split(Encoder(fast.model, DIMS, nnx.Rngs(0)), nnx.Param)
+        params = jax.device_put(params, accelerator)
+
+        @jax.jit
+        def encode(params, shots, present, valid, title):
+            model = nnx.merge(graphdef, params)
+            hidden = model(fuse(shots, present, DIMS, ObjectiveConfig()), valid, title)
+            return hidden[:, NUM_SPECIAL:].astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
+
+        host = host_batch(first, w)
+        arrays = [host[k] for k in ("shots", "present", "valid", "title_embedding")]
+
+        def one_pass() -> None:
+            out = encode(params, *[jax.device_put(a, accelerator) for a in arrays])
+            np.asarray(out[0]), np.asarray(out[1])  # embeddings come back to the host
+
+        record("mediafm-jax embed", median_seconds(one_pass, args.steps), first, "embed")
 
     part("correctness", correctness)
-    report.update(batch=args.batch, window=w, model_tflop_per_step=flops / 1e12)
-    print(f"2. {report['device']}, base model, batch {args.batch} x {w} shots, bf16:")
-    for impl in ["cudnn", "xla"] if on_gpu else ["xla"]:
-        part(f"speed_{impl}", lambda impl=impl: speed(impl))
-    if not args.no_torch:
-        part("torch", torch_baseline)
-    print(f"   measured bf16 matmul peak: {peak() / 1e12:.3g} TFLOP/s; MFU target 45%")
-    if "pytorch (eager, SDPA)" in report:
-        ours = min(
-            report[k]["step_ms"] for k in report if isinstance(report[k], dict) and "jax" in k
+    print(f"2. {report['device']}, base model, {w}-shot windows, bf16:")
+    for batch in batches:
+        part(f"speed_b{batch}", lambda b=batch: speed(f"mediafm-jax b{b}", b, []))
+    variants = {
+        "XLA attention": ["model.attention_impl=xla"] if on_gpu else [],
+        "AdamW only": ["optim.kind=adamw"],
+        "Muon, one NS per matrix": ["optim.muon_stack=off"],
+        "Muon, stacked NS": ["optim.muon_stack=on"],
+        "Muon, Polar Express": ["optim.muon_ns_coeffs=polar_express"],
+    }
+    for label, extra in variants.items():
+        trace_only = args.smoke and label != "AdamW only"
+        part(
+            label,
+            lambda label=label, extra=extra, trace_only=trace_only: speed(
+                f"{label} b{first}", first, extra, trace_only
+            ),
         )
-        report["speedup_vs_torch"] = report["pytorch (eager, SDPA)"]["step_ms"] / ours
-        print(f"3. ours vs PyTorch on the same card: {report['speedup_vs_torch']:.2f}x")
+    part("optimizer", optimizer_alone)
+    part("embed", embedding)
+    print(f"   measured bf16 matmul peak: {peak() / 1e12:.3g} TFLOP/s")
+    ours = report.get(f"mediafm-jax b{first}", {}).get("step_ms")
+    adamw = report.get(f"AdamW only b{first}", {}).get("step_ms")
+    if ours and adamw:
+        report["muon_share"] = 1 - adamw / ours
+        print(f"   Muon's share of the step (1 - AdamW-only / Muon): {report['muon_share']:.1%}")
+    for key, row in report.get("torch", {}).items():
+        if "seconds" not in row:
+            continue
+        impl, task = key.split()
+        mine = report.get(f"mediafm-jax b{first}" if task == "step" else "mediafm-jax embed")
+        if mine:
+            row["ours_speedup"] = row["seconds"] * 1e3 / mine["step_ms"]
+            print(f"3. ours vs {impl} ({task}): {row['ours_speedup']:.2f}x")
     save()
 
 

@@ -6,8 +6,10 @@
 2. The optimizer's share of a training step: the jitted Muon + AdamW update alone vs the
    whole train step, on the real parameter tree of each config.
 3. One Muon update (momentum + NS + scaling) on the block matrices of each config: ours
-   vs ``optax.contrib.muon`` with explicit dimension numbers, both fp32, same run; ours in
-   bf16 as well (the default on accelerators; slow on CPUs without bf16 matmul units).
+   vs ``optax.contrib.muon`` with explicit dimension numbers, both fp32, same run; ours
+   with same-shape matrices stacked into one batched NS (``optim.muon_stack``), with
+   Polar Express coefficients, and in bf16 (the default on accelerators; slow on CPUs
+   without bf16 matmul units).
 """
 
 from __future__ import annotations
@@ -81,6 +83,13 @@ def muon_vs_optax(name: str) -> dict[str, float]:
         "optax.contrib.muon fp32": optax.contrib.muon(1e-3, muon_weight_dimension_numbers=dim_nums),
         "ours fp32": optax.chain(
             scale_by_muon(ns_dtype=jnp.float32, scale="keller"), optax.scale(-1e-3)
+        ),
+        "ours fp32 stacked": optax.chain(
+            scale_by_muon(ns_dtype=jnp.float32, scale="keller", stack=True), optax.scale(-1e-3)
+        ),
+        "ours fp32 polar express": optax.chain(
+            scale_by_muon(ns_dtype=jnp.float32, scale="keller", ns_coeffs="polar_express"),
+            optax.scale(-1e-3),
         ),
         "ours bf16": optax.chain(
             scale_by_muon(ns_dtype=jnp.bfloat16, scale="keller"), optax.scale(-1e-3)

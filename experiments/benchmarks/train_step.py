@@ -7,9 +7,9 @@ For each config: step time, shots/s and model FLOP utilization (MFU) against a m
 peak measured in this run (a large fp32 jnp.dot), for
 
 - ``mediafm-jax``: the jitted, donated ``train_step`` (Muon + AdamW);
-- ``pytorch``: the same pre-LN encoder (separate q/k/v/o, GELU, masked-position output
-  projection, cosine loss) with ``torch.optim.Muon`` on the block matrices and AdamW on
-  the rest, eager mode -- what a user would write themselves.
+- ``pytorch``: the same model and optimizer in eager PyTorch (``torch_model.py``), timed
+  in the same process after JAX. That is *not* a fair CPU comparison (JAX's thread pool
+  stays alive); ``vs_torch.py`` is: one process per framework, interleaved rounds.
 
 Model FLOPs per step = 6 x (matmul params) x tokens + 12 x layers x tokens^2 x hidden per
 window (attention), forward + backward; the optimizer is not counted.
@@ -130,99 +130,26 @@ def step_seconds(cfg, dims, host: dict, steps: int, device) -> float:
         return median_seconds(one_step, steps, warmup=2)
 
 
-def time_torch(spec, steps: int, device: str = "cpu", title_dim: int = 128) -> float:
-    """Median step time of the PyTorch version; on CUDA in bf16 autocast, synchronized."""
+def time_torch(
+    spec, steps: int, device: str = "cpu", title_dim: int = 128, compiled: str = ""
+) -> float:
+    """Median step time of the PyTorch version (``torch_model.py``); on CUDA in bf16 autocast.
+
+    In-process: for a fair CPU comparison use ``vs_torch.py`` (one process per framework).
+    """
     import torch
-    import torch.nn.functional as F
-    from torch import nn
+    import torch_model
 
     if device == "cpu":
         torch.set_num_threads(2)
+    torch.manual_seed(0)
+    model, optimizers = torch_model.build(spec, title_dim, device)
     hidden, layers, heads, mlp, window, batch, fused = spec
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln1, self.ln2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
-            self.q, self.v, self.o = (nn.Linear(hidden, hidden) for _ in range(3))
-            self.k = nn.Linear(hidden, hidden, bias=False)
-            self.fc1, self.fc2 = nn.Linear(hidden, mlp), nn.Linear(mlp, hidden)
-
-        def forward(self, x, attn_mask):
-            b, t, _ = x.shape
-            h = self.ln1(x)
-            split = lambda y: y.view(b, t, heads, hidden // heads).transpose(1, 2)
-            a = F.scaled_dot_product_attention(
-                split(self.q(h)), split(self.k(h)), split(self.v(h)), attn_mask=attn_mask
-            )
-            x = x + self.o(a.transpose(1, 2).reshape(b, t, hidden))
-            return x + self.fc2(F.gelu(self.fc1(self.ln2(x)), approximate="tanh"))
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inp, self.title = nn.Linear(fused, hidden), nn.Linear(title_dim, hidden)
-            self.cls, self.mask = (
-                nn.Parameter(torch.zeros(hidden)),
-                nn.Parameter(torch.zeros(hidden)),
-            )
-            self.pos = nn.Parameter(torch.zeros(window + 2, hidden))
-            self.ln_in, self.ln_out = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
-            self.blocks = nn.ModuleList(Block() for _ in range(layers))
-            self.out = nn.Linear(hidden, fused)
-
-        def forward(self, shots, valid, targets, title):
-            fused_in = F.normalize(shots.float(), dim=-1, eps=1e-6)
-            positions = torch.arange(window, device=shots.device)
-            masked = (positions[None, :, None] == targets[:, None, :]).any(-1)
-            x = self.inp(fused_in)
-            x = torch.where(masked[..., None], self.mask, x)
-            b = x.shape[0]
-            x = (
-                torch.cat([self.cls.expand(b, 1, hidden), self.title(title.float())[:, None], x], 1)
-                + self.pos
-            )
-            x = self.ln_in(x)
-            keys = torch.cat([torch.ones(b, 2, dtype=torch.bool, device=x.device), valid], 1)
-            attn_mask = keys[:, None, None, :]
-            for blk in self.blocks:
-                x = blk(x, attn_mask)
-            hidden_states = self.ln_out(x)[:, 2:]
-            pos = targets.clamp(min=0).long()
-            weight = (targets >= 0).float()
-            pred = self.out(torch.gather(hidden_states, 1, pos[..., None].expand(-1, -1, hidden)))
-            target = torch.gather(fused_in, 1, pos[..., None].expand(-1, -1, fused))
-            cos = F.cosine_similarity(pred, target, dim=-1, eps=1e-6)
-            return ((1 - cos) * weight).sum() / weight.sum().clamp(min=1)
-
-    model = Encoder().to(device)
-    matrices = [p for n, p in model.named_parameters() if n.startswith("blocks") and p.ndim == 2]
-    others = [
-        p for n, p in model.named_parameters() if not (n.startswith("blocks") and p.ndim == 2)
-    ]
-    optimizers = [torch.optim.AdamW(others, lr=1e-3)]
-    if hasattr(torch.optim, "Muon"):
-        optimizers.append(torch.optim.Muon(matrices, lr=1e-3, adjust_lr_fn="match_rms_adamw"))
-    else:  # older torch: AdamW everywhere (noted in the table)
-        optimizers[0].add_param_group({"params": matrices})
     host = make_batch(batch, window, fused)
     host["title_embedding"] = np.resize(host["title_embedding"], (batch, title_dim))
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in host.items()}
-    cuda = device != "cpu"
-
-    def one_step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            loss = model(
-                tensors["shots"], tensors["valid"], tensors["targets"], tensors["title_embedding"]
-            )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        for opt in optimizers:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if cuda:
-            torch.cuda.synchronize()
-
+    one_step = torch_model.step_fn(
+        model, optimizers, torch_model.tensors(host, device), device, compiled
+    )
     return median_seconds(one_step, steps, warmup=2)
 
 
