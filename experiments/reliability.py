@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 FAULT_FILES = sorted(p.name for p in (ROOT / "tests").glob("test_faults_*.py")) + [
-    "test_outputs.py"
+    "test_outputs.py",
+    "test_config.py",
 ]
 
 
