@@ -43,8 +43,8 @@ def model_flops(hidden, layers, mlp, window, batch, fused) -> float:
     return plan.train_flops_per_shot(hidden, layers, mlp, window, fused) * batch * window
 
 
-def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` untimed ones.
+def step_times(run: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
+    """Wall times of ``repeats`` calls of ``run()`` after ``warmup`` untimed ones.
 
     The one timing loop of the benchmarks; ``run`` must wait for its own work to finish.
     """
@@ -55,7 +55,12 @@ def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> 
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return times
+
+
+def median_seconds(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median of ``step_times``."""
+    return float(np.median(step_times(run, repeats, warmup)))
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10, dtype: str = "float32", device=None) -> float:
@@ -107,8 +112,8 @@ def time_jax(spec, steps: int) -> float:
     return step_seconds(cfg, dims, make_batch(batch, window, fused), steps, jax.devices()[0])
 
 
-def step_seconds(cfg, dims, host: dict, steps: int, device) -> float:
-    """Median time of the jitted, donated train step on ``device`` (after 2 warm-ups)."""
+def jax_step_runner(cfg, dims, host: dict, device) -> tuple[Callable[[], None], object]:
+    """(one jitted, donated train step on ``device`` that waits for itself, its mesh)."""
     import jax
 
     from mediafm_jax import sharding, train
@@ -126,6 +131,14 @@ def step_seconds(cfg, dims, host: dict, steps: int, device) -> float:
         jax.block_until_ready(metrics)
         done += 1
 
+    return one_step, mesh
+
+
+def step_seconds(cfg, dims, host: dict, steps: int, device) -> float:
+    """Median time of the jitted, donated train step on ``device`` (after 2 warm-ups)."""
+    import jax
+
+    one_step, mesh = jax_step_runner(cfg, dims, host, device)
     with jax.set_mesh(mesh):
         return median_seconds(one_step, steps, warmup=2)
 

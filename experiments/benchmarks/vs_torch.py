@@ -35,7 +35,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -63,14 +62,9 @@ COMPILE_MODES = {
 
 
 def timed(run, steps: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    return times
+    from train_step import step_times  # sibling benchmark: the one timing loop
+
+    return step_times(run, steps, warmup)
 
 
 def load_batch(path: str) -> dict[str, np.ndarray]:
@@ -108,23 +102,10 @@ def jax_dims(spec):
 
 def worker_jax_step(spec, host, steps: int, kind: str) -> list[float]:
     import jax
-
-    from mediafm_jax import sharding, train
+    from train_step import jax_step_runner
 
     cfg = jax_config(spec, steps, kind)
-    mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
-    setup = train.TrainSetup.create(cfg, jax_dims(spec), mesh)
-    state = setup.init_state(0)
-    step = setup.jit_train_step(host)
-    batch = sharding.global_batch(host, mesh)
-    done = 0
-
-    def one_step() -> None:
-        nonlocal state, done  # the state is donated: carry it from step to step
-        state, metrics = step(state, batch, train.step_key(0, done))
-        jax.block_until_ready(metrics)
-        done += 1
-
+    one_step, mesh = jax_step_runner(cfg, jax_dims(spec), host, jax.devices()[0])
     with jax.set_mesh(mesh):
         return timed(one_step, steps)
 
