@@ -32,6 +32,9 @@ class ModelConfig:
     compute_dtype: str = "float32"  # "bfloat16" on GPU/TPU
     remat: bool = False
     attention_impl: str | None = None  # None = XLA picks; "cudnn" for flash attention on GPU
+    # What [GLOBAL] sees: "title_embedding" (the given vector), "title_mean" (the title's
+    # mean fused shot, computed at ingest) or "both" (concatenated). Issue 14.
+    global_input: str = "title_embedding"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +46,13 @@ class ObjectiveConfig:
     random_shot_share: float = 0.1
     per_modality_norm: bool = False  # unit-norm each modality before concatenation
     modality_dropout: float = 0.0  # drop a whole modality of a shot during training
+    # Span masking: targets in contiguous runs of geometric length with this mean (shots),
+    # same budget; 0 = single shots (masking.py). Issue 14.
+    span_mean_shots: float = 0.0
+    # InfoNCE between each predicted target and its true shot, the batch's other targets
+    # as negatives, added to the cosine loss at this weight; 0 = off. Issue 14.
+    contrastive_weight: float = 0.0
+    contrastive_temperature: float = 0.1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,6 +11,7 @@ writes an embedding store aligned row for row with the shot store.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,7 +33,34 @@ from mediafm_jax.model import NUM_SPECIAL, DataDims, Encoder
 from mediafm_jax.objective import fuse
 
 EMBED_FORMAT_VERSION = 1
-LAYER_MODES = ("last", "mean")
+# Readouts: the last layer; the mean of every layer's output; the last layer beside the
+# shot's fused input vector (so a probe sees the shot itself and its context).
+LAYER_MODES = ("last", "mean", "last+input")
+READOUT_FILE = "readout.json"  # RUN/readout.json: the readout chosen on validation titles
+
+
+def recorded_readout(run_dir: str | Path) -> str | None:
+    """The readout recorded in ``RUN/readout.json`` (``experiments/ablations.py`` writes
+    it after choosing on validation titles), or None when the run records none."""
+    path = Path(run_dir) / READOUT_FILE
+    if not path.is_file():
+        return None
+    try:
+        layers = json.loads(path.read_text())["layers"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise StoreError(f"{path}: unreadable readout record ({err})") from None
+    if layers not in LAYER_MODES:
+        raise StoreError(f"{path}: layers {layers!r}, expected one of {LAYER_MODES}")
+    return layers
+
+
+def record_readout(run_dir: str | Path, layers: str, chosen_on: dict) -> Path:
+    """Writes ``RUN/readout.json`` so that embed and probe use ``layers`` by default."""
+    if layers not in LAYER_MODES:
+        raise ValueError(f"layers={layers!r}: expected one of {LAYER_MODES}")
+    path = Path(run_dir) / READOUT_FILE
+    path.write_text(json.dumps({"layers": layers, "chosen_on": chosen_on}, indent=1) + "\n")
+    return path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +97,12 @@ class Embedder:
         self,
         run_dir: str | Path,
         step: int | None = None,
-        layers: str = "last",
+        layers: str | None = None,
         devices: Sequence[jax.Device] | None = None,
     ):
+        """``layers`` None: the run's recorded readout (``readout.json``), else "last"."""
+        if layers is None:
+            layers = recorded_readout(run_dir) or "last"
         if layers not in LAYER_MODES:
             raise ValueError(f"layers={layers!r}: expected one of {LAYER_MODES}")
         run_dir = Path(run_dir)
@@ -104,6 +135,8 @@ class Embedder:
         self.params = checkpointer.restore_params(step, abstract_params)
         checkpointer.close()
         self.hidden_size = self.config.model.hidden_size
+        # Shot embedding width: the hidden size, plus the fused input for "last+input".
+        self.shot_dim = self.hidden_size + (self.dims.fused if layers == "last+input" else 0)
         self.max_shots = self.config.model.max_shots
         self._encode = jax.jit(self._encode_impl)
 
@@ -123,10 +156,13 @@ class Embedder:
             shots_h = all_layers.mean(0)
         else:
             hidden = shots_h = model(fused, valid, title_embedding)
-        return shots_h[:, NUM_SPECIAL:].astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
+        shots_h = shots_h[:, NUM_SPECIAL:].astype(jnp.float32)
+        if self.layers == "last+input":
+            shots_h = jnp.concatenate([shots_h, fused.astype(jnp.float32)], axis=-1)
+        return shots_h, hidden[:, 0].astype(jnp.float32)
 
     def encode(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """(shot embeddings [B, W, H], [CLS] [B, H]) for a padded window batch."""
+        """(shot embeddings [B, W, shot_dim], [CLS] [B, H]) for a padded window batch."""
         b = batch["shots"].shape[0]
         devices = self.mesh.size
         pad = (-b) % devices
@@ -147,14 +183,13 @@ class Embedder:
             chunk = windows[i : i + batch_windows]
             yield chunk, self._read(store, [(x.title, x.start, x.length) for x in chunk], w)
 
-    @staticmethod
     def _read(
-        store: ShotStore, spans: list[tuple[int, int, int]], width: int
+        self, store: ShotStore, spans: list[tuple[int, int, int]], width: int
     ) -> dict[str, np.ndarray]:
         """Padded windows (title, start, length) -> the encoder's inputs, as in training."""
         title, start, length = (np.array(column, np.int64) for column in zip(*spans, strict=True))
         windows = {"title": title, "start": start, "length": length}
-        return pipeline.read_batch(store, windows, width)
+        return pipeline.read_batch(store, windows, width, self.config.model.global_input)
 
     def embed_titles(
         self,
@@ -179,7 +214,7 @@ class Embedder:
             for i, win in enumerate(chunk):
                 if win.title not in buffers:
                     buffers[win.title] = np.zeros(
-                        (store.title_length(win.title), self.hidden_size), np.float32
+                        (store.title_length(win.title), self.shot_dim), np.float32
                     )
                     cls[win.title] = []
                 keep = slice(win.keep_from, win.keep_to)
@@ -203,7 +238,7 @@ class Embedder:
     ) -> np.ndarray:
         """Isolated clip embeddings [N, H]: the encoder sees only the clip (+ [GLOBAL])."""
         self.check_store(store)
-        out = np.zeros((len(clips), self.hidden_size), np.float32)
+        out = np.zeros((len(clips), self.shot_dim), np.float32)
         longest = max((end - start for _, start, end in clips), default=1)
         if longest > self.max_shots:
             raise ValueError(f"a clip of {longest} shots exceeds model.max_shots={self.max_shots}")
@@ -233,7 +268,7 @@ class Embedder:
         return search(store, emb, title, shot, k, embedder=self, **options)
 
 
-def load(run_dir: str | Path, step: int | None = None, layers: str = "last") -> Embedder:
+def load(run_dir: str | Path, step: int | None = None, layers: str | None = None) -> Embedder:
     """Restores a run's encoder for notebooks: ``load(run).embed_title(store, "tt123")``."""
     return Embedder(run_dir, step=step, layers=layers)
 
@@ -279,7 +314,7 @@ def embed_store(
     inputs = [store.root, embedder.run_dir]
     with outputs.atomic_output(out, "embeddings", overwrite=overwrite, inputs=inputs) as target:
         shots = store_lib.create_array(
-            target, "shot_embedding", (store.num_shots, h), "float32", 8192
+            target, "shot_embedding", (store.num_shots, embedder.shot_dim), "float32", 8192
         )
         cls = np.zeros((store.num_titles, h), np.float32)
         pending = []
@@ -305,6 +340,7 @@ def embed_store(
                 "step": embedder.step,
                 "layers": embedder.layers,
                 "hidden_size": h,
+                "shot_dim": embedder.shot_dim,
                 "title_ids": store.title_ids,
                 "shot_store": store.root,
                 "shot_store_checksum": store.manifest.get("checksums"),
