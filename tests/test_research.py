@@ -222,3 +222,22 @@ def test_recorded_readout_is_the_default_and_last_input_carries_the_input(tiny_r
             embed.Embedder(tiny_run, devices=devices)
     finally:
         record.unlink()
+
+
+def test_validation_clips_never_hold_a_test_title():
+    from mediafm_jax.probe import validation_clips
+    from mediafm_jax.probe.tasks import Clips, Task
+
+    split = np.array(["train", "val", "test", "val", "train", "test"])
+    clips = Clips(
+        Task("t", "binary", "ap"),
+        title=np.array([0, 1, 2, 3, 4, 5]),
+        start=np.arange(6),
+        end=np.arange(6) + 2,
+        split=split,
+        target=np.array([0, 1, 1, 0, 1, 0]),
+    )
+    val = validation_clips(clips)
+    np.testing.assert_array_equal(val.title, [0, 1, 3, 4])
+    np.testing.assert_array_equal(val.split, ["train", "test", "test", "train"])
+    np.testing.assert_array_equal(val.target, [0, 1, 0, 1])
