@@ -336,6 +336,7 @@ class ShotStore:
         self.title_mean: np.ndarray | None = (
             self._read_all(TITLE_MEAN) if self.has_title_mean else None
         )
+        self._both: np.ndarray | None = None
 
     def _parse_manifest(self, manifest: dict[str, Any]) -> None:
         """Reads the manifest's fields and checks they agree with each other (no I/O)."""
@@ -437,7 +438,11 @@ class ShotStore:
             )
         if mode == "title_mean":
             return self.title_mean
-        return np.concatenate([self.title_embedding.astype(np.float32), self.title_mean], axis=1)
+        if self._both is None:  # built once: the pipeline asks for it every batch
+            self._both = np.concatenate(
+                [self.title_embedding.astype(np.float32), self.title_mean], axis=1
+            )
+        return self._both
 
     def verify(self, progress: bool = True) -> tuple[int, int]:
         """Hashes every byte of the store; names the first damaged file.
