@@ -241,3 +241,24 @@ def test_validation_clips_never_hold_a_test_title():
     np.testing.assert_array_equal(val.title, [0, 1, 3, 4])
     np.testing.assert_array_equal(val.split, ["train", "test", "test", "train"])
     np.testing.assert_array_equal(val.target, [0, 1, 0, 1])
+
+
+def test_probing_on_val_scores_val_titles_only(tiny_store, tiny_source, tmp_path):
+    import json
+
+    from mediafm_jax.data.store import ShotStore
+    from mediafm_jax.probe import run_probes
+
+    store = ShotStore(tiny_store)
+    args = (None, store, tiny_source / "probes.json", tiny_source / "clips.jsonl")
+    val = run_probes(*args, tmp_path / "val", bootstrap=0, on="val")
+    clips = [json.loads(line) for line in (tiny_source / "clips.jsonl").read_text().splitlines()]
+    checked = 0
+    for name, task in val.items():
+        if "skipped" in task or task["metric"] == "kendall_tau":
+            continue
+        assert task["n_test"] == sum(c["task"] == name and c["split"] == "val" for c in clips)
+        checked += 1
+    assert checked >= 2
+    with pytest.raises(ValueError, match="on='train'"):
+        run_probes(*args, tmp_path / "x", on="train")
