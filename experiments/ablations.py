@@ -1,7 +1,7 @@
 """Issue 14's ablations on the demo catalog: one row per switch, same seed, same steps.
 
-    python experiments/ablations.py --work runs/ablations [--rows baseline,global_both] \
-        [--steps 600] [--out experiments/ablations]
+    python experiments/ablations.py --work runs/ablations --rows baseline,global_both \
+        [--steps 600] [--out experiments/ablations] [--choose-readout ROW] [--trend ROW]
 
 The catalog is `mediafm demo`'s (synth: 120 titles, 128-d modalities, seed 0; demo preset).
 Each training row trains on the train titles only (re-using a finished run in
@@ -111,8 +111,9 @@ def evaluate(run: Path, readout: str, source: Path, store_path: str, work: Path,
     return results["val"], results["test"]
 
 
-def trend(run: Path, readout: str, source: Path, store_path: str, work: Path) -> dict:
-    """Validation scores of ``mediafm_context`` at every kept checkpoint of ``run``."""
+def trend(run: Path, readout: str, source: Path, store_path: str, work: Path, only=None) -> dict:
+    """Validation scores of ``mediafm_context`` at every kept checkpoint of ``run`` (or at
+    the steps ``only``)."""
     from mediafm_jax import embed, probe
     from mediafm_jax.checkpoint import Checkpointer
     from mediafm_jax.data.store import ShotStore
@@ -122,9 +123,10 @@ def trend(run: Path, readout: str, source: Path, store_path: str, work: Path) ->
     steps = checkpointer.all_steps()
     checkpointer.close()
     out = {}
-    for step in steps:
+    for step in [s for s in steps if only is None or s in only]:
         embedder = embed.Embedder(run, step=step, layers=readout)
         emb = embed.embed_store(embedder, store, str(work / "emb" / "trend"), overwrite=True)
+        # only the val clips' titles are read; the probe fits on train, scores val
         val = probe.run_probes(
             None,
             store,
@@ -194,13 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/ablations"))
     parser.add_argument("--out", type=Path, default=Path("experiments/ablations"))
-    parser.add_argument("--rows", default="baseline", help=f"comma-separated, of {list(ROWS)}")
+    parser.add_argument("--rows", default="", help=f"comma-separated, of {list(ROWS)}")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--table-only", action="store_true")
     parser.add_argument("--choose-readout", metavar="ROW", default=None)
     parser.add_argument(
         "--trend", metavar="ROW", default=None, help="val scores at every checkpoint of ROW's run"
     )
+    parser.add_argument("--trend-steps", default=None, help="comma-separated steps (default: all)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
@@ -231,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.trend:
         source, store = prepare(args.work)
         overrides, readout, run_name = ROWS[args.trend]
-        scores = trend(args.work / "runs" / run_name, readout, source, store, args.work)
+        only = [int(x) for x in args.trend_steps.split(",")] if args.trend_steps else None
+        scores = trend(args.work / "runs" / run_name, readout, source, store, args.work, only)
         (args.out / "trend").mkdir(exist_ok=True)
-        (args.out / "trend" / f"{args.trend}.json").write_text(json.dumps(scores, indent=1) + "\n")
+        path = args.out / "trend" / f"{args.trend}.json"
+        if path.exists():  # steps measured in an earlier call stay
+            scores = {**json.loads(path.read_text()), **{str(k): v for k, v in scores.items()}}
+        path.write_text(json.dumps(scores, indent=1) + "\n")
     text = table(args.out)
     (args.out / "README.md").write_text(
         "# Demo-catalog ablations (issue 14)\n\n"
