@@ -138,7 +138,8 @@ def _cmd_embed(args: argparse.Namespace) -> None:
     if result is not None:  # process 0, the one that wrote
         print(
             f"wrote {store.num_shots} shot and {store.num_titles} [CLS] embeddings "
-            f"(dim {embedder.hidden_size}, step {embedder.step}) to {result.root}"
+            f"(dim {embedder.shot_dim}, readout {embedder.layers}, step {embedder.step}) "
+            f"to {result.root}"
         )
 
 
@@ -335,7 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    p.add_argument("--layers", choices=("last", "mean"), default="last")
+    p.add_argument(
+        "--layers",
+        choices=("last", "mean", "last+input"),
+        default=None,
+        help="readout (default: the run's readout.json, chosen on validation titles; else last)",
+    )
     p.add_argument("--overwrite", action="store_true")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_embed)
@@ -354,7 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-title resamples for 95%% intervals (0: none; default %(default)s)",
     )
     p.add_argument("--step", type=int)
-    p.add_argument("--layers", choices=("last", "mean"), default="last")
+    p.add_argument(
+        "--layers",
+        choices=("last", "mean", "last+input"),
+        default=None,
+        help="readout (default: the run's readout.json, chosen on validation titles; else last)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
     _add_distributed_flags(p)
     p.set_defaults(func=_cmd_probe)

@@ -73,6 +73,9 @@ class ModelConfig:
     remat: bool = False
     # None = XLA picks; "cudnn" for flash attention on GPU
     attention_impl: Literal["xla", "cudnn"] | None = None
+    # What [GLOBAL] sees: "title_embedding" (the given vector), "title_mean" (the title's
+    # mean fused shot, computed at ingest) or "both" (concatenated). Issue 14.
+    global_input: Literal["title_embedding", "title_mean", "both"] = "title_embedding"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +87,13 @@ class ObjectiveConfig:
     random_shot_share: Ratio = 0.1
     per_modality_norm: bool = False  # unit-norm each modality before concatenation
     modality_dropout: OpenRatio = 0.0  # drop a whole modality of a shot during training
+    # Span masking: targets in contiguous runs of geometric length with this mean (shots),
+    # same budget; 0 = single shots (masking.py). Issue 14.
+    span_mean_shots: Annotated[float, Range(0.0, 64.0)] = 0.0
+    # InfoNCE between each predicted target and its true shot, the batch's other targets
+    # as negatives, added to the cosine loss at this weight; 0 = off. Issue 14.
+    contrastive_weight: Annotated[float, Range(0.0, 100.0)] = 0.0
+    contrastive_temperature: Annotated[float, Range(1e-4, 100.0)] = 0.1
 
 
 @dataclasses.dataclass(frozen=True)

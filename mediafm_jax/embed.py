@@ -10,6 +10,7 @@ writes an embedding store aligned row for row with the shot store.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -34,7 +35,34 @@ from mediafm_jax.stitching import Window, plan_windows, stitch
 
 EMBED_FORMAT_VERSION = 1
 RUN_RECORD_KEYS = ("data_dims", "store")  # saved beside the config, not config fields
-LAYER_MODES = ("last", "mean")
+# Readouts: the last layer; the mean of every layer's output; the last layer beside the
+# shot's fused input vector (so a probe sees the shot itself and its context).
+LAYER_MODES = ("last", "mean", "last+input")
+READOUT_FILE = "readout.json"  # RUN/readout.json: the readout chosen on validation titles
+
+
+def recorded_readout(run_dir: str | Path) -> str | None:
+    """The readout recorded in ``RUN/readout.json`` (``experiments/ablations.py`` writes
+    it after choosing on validation titles), or None when the run records none."""
+    path = Path(run_dir) / READOUT_FILE
+    if not path.is_file():
+        return None
+    try:
+        layers = json.loads(path.read_text())["layers"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise StoreError(f"{path}: unreadable readout record ({err})") from None
+    if layers not in LAYER_MODES:
+        raise StoreError(f"{path}: layers {layers!r}, expected one of {LAYER_MODES}")
+    return layers
+
+
+def record_readout(run_dir: str | Path, layers: str, chosen_on: dict) -> Path:
+    """Writes ``RUN/readout.json`` so that embed and probe use ``layers`` by default."""
+    if layers not in LAYER_MODES:
+        raise ValueError(f"layers={layers!r}: expected one of {LAYER_MODES}")
+    path = Path(run_dir) / READOUT_FILE
+    path.write_text(json.dumps({"layers": layers, "chosen_on": chosen_on}, indent=1) + "\n")
+    return path
 
 
 class Embedder:
@@ -44,9 +72,12 @@ class Embedder:
         self,
         run_dir: str | Path,
         step: int | None = None,
-        layers: str = "last",
+        layers: str | None = None,
         devices: Sequence[jax.Device] | None = None,
     ):
+        """``layers`` None: the run's recorded readout (``readout.json``), else "last"."""
+        if layers is None:
+            layers = recorded_readout(run_dir) or "last"
         if layers not in LAYER_MODES:
             raise ValueError(f"layers={layers!r}: expected one of {LAYER_MODES}")
         run_dir = Path(run_dir)
@@ -58,6 +89,8 @@ class Embedder:
             checkpointer.close()
         self.layers = layers
         self.hidden_size = self.config.model.hidden_size
+        # Shot embedding width: the hidden size, plus the fused input for "last+input".
+        self.shot_dim = self.hidden_size + (self.dims.fused if layers == "last+input" else 0)
         self.max_shots = self.config.model.max_shots
         # Outputs replicated: every process holds the whole batch's embeddings, so no
         # process reads an array that spans other hosts' devices.
@@ -119,7 +152,10 @@ class Embedder:
             shots_h = all_layers.mean(0)
         else:
             hidden = shots_h = model(fused, valid, title_embedding)
-        return shots_h[:, NUM_SPECIAL:].astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
+        shots_h = shots_h[:, NUM_SPECIAL:].astype(jnp.float32)
+        if self.layers == "last+input":
+            shots_h = jnp.concatenate([shots_h, fused.astype(jnp.float32)], axis=-1)
+        return shots_h, hidden[:, 0].astype(jnp.float32)
 
     def encode(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(shot embeddings [B, W, H], [CLS] [B, H]) for a padded window batch."""
@@ -149,13 +185,13 @@ class Embedder:
             chunk = windows[i : i + batch_windows]
             yield chunk, self._read(store, [(x.title, x.start, x.length) for x in chunk], w)
 
-    @staticmethod
     def _read(
-        store: ShotStore, spans: list[tuple[int, int, int]], width: int
+        self, store: ShotStore, spans: list[tuple[int, int, int]], width: int
     ) -> dict[str, np.ndarray]:
         """Padded windows (title, start, length) -> the encoder's inputs, as in training."""
         title, start, length = (np.array(column, np.int64) for column in zip(*spans, strict=True))
-        return reader.read_windows(store, title, start, length, width)
+        global_input = self.config.model.global_input
+        return reader.read_windows(store, title, start, length, width, global_input)
 
     def embed_titles(
         self,
@@ -201,7 +237,7 @@ class Embedder:
     ) -> np.ndarray:
         """Isolated clip embeddings [N, H]: the encoder sees only the clip (+ [GLOBAL])."""
         self.check_store(store)
-        out = np.zeros((len(clips), self.hidden_size), np.float32)
+        out = np.zeros((len(clips), self.shot_dim), np.float32)
         longest = max((end - start for _, start, end in clips), default=1)
         if longest > self.max_shots:
             raise ValueError(f"a clip of {longest} shots exceeds model.max_shots={self.max_shots}")
@@ -243,7 +279,7 @@ def _run_config(saved: dict) -> tuple[config_lib.ExperimentConfig, DataDims]:
     return config, dims
 
 
-def load(run_dir: str | Path, step: int | None = None, layers: str = "last") -> Embedder:
+def load(run_dir: str | Path, step: int | None = None, layers: str | None = None) -> Embedder:
     """Restores a run's encoder for notebooks: ``load(run).embed_title(store, "tt123")``."""
     return Embedder(run_dir, step=step, layers=layers)
 
@@ -301,7 +337,7 @@ def embed_store(
     inputs = [store.root, embedder.run_dir]
     with outputs.atomic_output(out, "embeddings", overwrite=overwrite, inputs=inputs) as target:
         shots = store_lib.create_array(
-            target, "shot_embedding", (store.num_shots, h), "float32", 8192
+            target, "shot_embedding", (store.num_shots, embedder.shot_dim), "float32", 8192
         )
         cls = np.zeros((store.num_titles, h), np.float32)
         pending = []
@@ -325,6 +361,7 @@ def embed_store(
                 "step": embedder.step,
                 "layers": embedder.layers,
                 "hidden_size": h,
+                "shot_dim": embedder.shot_dim,
                 "title_ids": store.title_ids,
                 "shot_store": store.root,
                 "shot_store_checksum": store.manifest.get("checksums"),

@@ -103,4 +103,27 @@ def msm_loss(
         "masked_cosine": (cos_bk * weight_bk).sum() / count,
         "masked_shots": count,
     }
+    if config.contrastive_weight > 0:
+        nce = info_nce(pred_bkf, target_bkf, weight_bk, config.contrastive_temperature)
+        metrics["info_nce"] = nce
+        loss = loss + config.contrastive_weight * nce
+        metrics["loss"] = loss
     return loss, metrics
+
+
+def info_nce(pred_bkf, target_bkf, weight_bk, temperature: float):
+    """Mean InfoNCE of each predicted target against the batch's targets [N = B * K].
+
+    A prediction's positive is its own true shot; every other valid target of the batch is
+    a negative, so a prediction must single out its shot, not only point near the scene's
+    average (what the cosine loss alone rewards when neighbours are near-duplicates).
+    """
+    n = pred_bkf.shape[0] * pred_bkf.shape[1]
+    unit = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + EPS)
+    pred_nf = unit(pred_bkf.reshape(n, -1))
+    target_nf = unit(target_bkf.reshape(n, -1))
+    weight_n = weight_bk.reshape(n)
+    logits_nn = pred_nf @ target_nf.T / temperature
+    logits_nn = jnp.where(weight_n[None, :] > 0, logits_nn, -1e9)  # only real targets
+    log_p_n = jnp.diagonal(jax.nn.log_softmax(logits_nn, axis=-1))
+    return -(log_p_n * weight_n).sum() / jnp.maximum(weight_n.sum(), 1.0)

@@ -145,7 +145,7 @@ def context_vectors(
         return unit_rows(vectors_sh)
     if embedder is None:
         raise SearchError("context search needs an embedding store or a loaded run")
-    out_sh = np.zeros((store.num_shots, embedder.hidden_size), np.float32)
+    out_sh = np.zeros((store.num_shots, embedder.shot_dim), np.float32)
     for title, rows_lh, _ in embedder.embed_titles(store, range(store.num_titles), progress=True):
         start, stop = store.title_rows(title)
         out_sh[start:stop] = rows_lh

@@ -44,10 +44,10 @@ from mediafm_jax.objective import msm_loss
 from mediafm_jax.streams import step_key
 
 
-def data_dims(store: ShotStore) -> DataDims:
+def data_dims(store: ShotStore, global_input: str = "title_embedding") -> DataDims:
     return DataDims(
         fused=store.num_features,
-        title=store.title_dim,
+        title=store.global_vectors(global_input).shape[1],
         modalities=tuple((m.start, m.stop) for m in store.modalities),
     )
 
@@ -476,7 +476,7 @@ def train(
         config.data.in_memory == "auto" and size_gb <= config.data.in_memory_max_gb
     ):
         store.load_into_memory()
-    dims = data_dims(store)
+    dims = data_dims(store, config.model.global_input)
     dataset = pipeline.make_dataset(
         store,
         global_batch_size=config.train.batch_size,
@@ -486,6 +486,8 @@ def train(
         mask_ratio=config.objective.mask_ratio,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        span_mean=config.objective.span_mean_shots,
+        global_input=config.model.global_input,
     )
     iterator = pipeline.BatchIterator(
         dataset, prefetch=config.data.prefetch, threads=config.data.threads

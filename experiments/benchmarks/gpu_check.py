@@ -240,7 +240,7 @@ def main() -> None:
 
         from mediafm_jax.config import ObjectiveConfig
         from mediafm_jax.model import NUM_SPECIAL, Encoder
-        from mediafm_jax.objective import fuse
+        from mediafm_jax.fusion import fuse
 
         graphdef, params = nnx.split(Encoder(fast.model, DIMS, nnx.Rngs(0)), nnx.Param)
         params = jax.device_put(params, accelerator)

@@ -207,7 +207,7 @@ def worker_jax_embed(spec, host, steps: int) -> list[float]:
 
     from mediafm_jax.config import ObjectiveConfig
     from mediafm_jax.model import NUM_SPECIAL, Encoder
-    from mediafm_jax.objective import fuse
+    from mediafm_jax.fusion import fuse
 
     cfg = jax_config(spec, steps)
     dims = jax_dims(spec)

@@ -32,6 +32,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NAME_BYTES = 255 - len(".npz")  # the usual file-name limit, less the suffix
 # What reading a damaged npz member can raise (short data, bad CRC, bad deflate stream).
+FUSE_EPS = 1e-6  # objective.EPS (not imported: ingest does not load JAX)
 READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
@@ -287,6 +288,20 @@ def _load_title(
     return {"shots": shots, "present": present, "times": times, "title_embedding": title_embedding}
 
 
+def title_mean(shots_nf: np.ndarray) -> np.ndarray:
+    """[F] float32: the mean of a title's fused shots (concatenate -> unit norm, as
+    ``objective.fuse`` does by default) over its shots with content; zeros when none.
+
+    Accumulated in float64, so the summary does not depend on the title's length.
+    """
+    x_nf = shots_nf.astype(np.float64)
+    norm_n1 = np.linalg.norm(x_nf, axis=1, keepdims=True)
+    content = norm_n1[:, 0] > 0
+    if not content.any():
+        return np.zeros(shots_nf.shape[1], np.float32)
+    return (x_nf[content] / (norm_n1[content] + FUSE_EPS)).mean(0).astype(np.float32)
+
+
 def _check_times(header: TitleHeader, start: np.ndarray, end: np.ndarray) -> None:
     where = header.path
     for name, values in (("start_s", start), ("end_s", end)):
@@ -346,6 +361,7 @@ def ingest(
             ),
         }
         title_embeddings = np.zeros((len(headers), max(title_dim, 1)), np.float16)
+        title_means = np.zeros((len(headers), num_features), np.float32)
         offsets = np.zeros(len(headers) + 1, np.int64)
         digest = hashlib.blake2b(digest_size=16)
         writer = _ShardWriter(arrays, shard_rows)
@@ -361,6 +377,7 @@ def ingest(
             digest.update(rows["shots"].tobytes())
             writer.append(rows["shots"], rows["present"], rows["times"])
             title_embeddings[index] = rows["title_embedding"]
+            title_means[index] = title_mean(rows["shots"])
             offsets[index + 1] = offsets[index] + header.num_shots
             bar.update(header.num_shots)
         writer.flush()
@@ -371,6 +388,9 @@ def ingest(
         store_lib.create_array(
             target, "title_embedding", title_embeddings.shape, "float16", shard_rows
         ).write(title_embeddings).result()
+        store_lib.create_array(
+            target, store_lib.TITLE_MEAN, title_means.shape, "float32", shard_rows
+        ).write(title_means).result()
         digest.update(offsets.tobytes())
         manifest = {
             "format_version": store_lib.FORMAT_VERSION,
@@ -382,6 +402,7 @@ def ingest(
             "shard_rows": shard_rows,
             "checksums": {"shots_and_offsets_blake2b": digest.hexdigest()},
             "source": str(src.resolve()),
+            store_lib.TITLE_MEAN: "mean fused shot (concat -> unit norm) over shots with content",
         }
         store_lib.write_manifest(target, manifest, progress=progress)
     elapsed = time.perf_counter() - started

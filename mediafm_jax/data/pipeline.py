@@ -26,6 +26,7 @@ import numpy as np
 from mediafm_jax import masking, streams
 from mediafm_jax.data import reader
 from mediafm_jax.data.store import ShotStore
+from mediafm_jax.errors import ConfigError
 
 
 def window_table(lengths: np.ndarray, titles: np.ndarray, max_shots: int) -> np.ndarray:
@@ -42,6 +43,7 @@ def draw_windows(
     seed: int,
     index: int,
     has_content: np.ndarray | None = None,
+    span_mean: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Window starts and target positions of global batch ``index``, vectorized.
 
@@ -50,7 +52,8 @@ def draw_windows(
     count.
     ``offsets`` are the store's title offsets (title t is shots offsets[t]:offsets[t+1]);
     ``has_content`` (bool per shot of the store, in store order) limits the targets to
-    shots with at least one modality (see ``masking``).
+    shots with at least one modality (see ``masking``); ``span_mean`` > 0 draws them
+    in runs (``masking.draw_span_mask``).
     """
     rng = streams.data_rng(seed, index)
     total = offsets[titles + 1] - offsets[titles]
@@ -62,7 +65,7 @@ def draw_windows(
         first = offsets[titles] + start
         shot = np.minimum(first[:, None] + positions, len(has_content) - 1)
         selectable &= has_content[shot]
-    targets = masking.draw_targets(rng, selectable, mask_ratio)
+    targets = masking.draw_targets(rng, selectable, mask_ratio, span_mean)
     return {"title": titles.astype(np.int64), "start": start, "length": length, "targets": targets}
 
 
@@ -77,8 +80,12 @@ class _ReadHostShare:
         seed: int,
         process_index: int,
         process_count: int,
+        span_mean: float = 0.0,
+        global_input: str = "title_embedding",
     ):
         self.store = store
+        self.span_mean = span_mean
+        self.global_input = global_input
         self.has_content = store.present.any(-1)
         self.max_shots = max_shots
         self.mask_ratio = mask_ratio
@@ -95,6 +102,7 @@ class _ReadHostShare:
             self.seed,
             index,
             self.has_content,
+            self.span_mean,
         )
         per_host = len(titles) // self.process_count
         rows = slice(self.process_index * per_host, (self.process_index + 1) * per_host)
@@ -104,6 +112,7 @@ class _ReadHostShare:
             drawn["start"][rows],
             drawn["length"][rows],
             self.max_shots,
+            self.global_input,
         )
         return batch | {"targets": drawn["targets"][rows]}
 
@@ -118,8 +127,15 @@ def make_dataset(
     mask_ratio: float = 0.2,
     process_index: int = 0,
     process_count: int = 1,
+    span_mean: float = 0.0,
+    global_input: str = "title_embedding",
 ) -> grain.MapDataset:
     """The random-access dataset of this host's batches (index = global batch number)."""
+    if span_mean and span_mean < 1.0:
+        raise ConfigError(
+            f"objective.span_mean_shots={span_mean}: 0 (single shots) or a mean run length >= 1"
+        )
+    store.global_vectors(global_input)  # a store without the asked-for vector fails here
     if global_batch_size % process_count:
         raise ValueError(
             f"train.batch_size={global_batch_size} is not divisible by the {process_count} processes"
@@ -129,7 +145,9 @@ def make_dataset(
         raise ValueError(f"{store.root}: no titles in split {split!r}")
     lengths = (store.offsets[1:] - store.offsets[:-1]).astype(np.int64)
     table = window_table(lengths[titles], titles, max_shots)
-    read_share = _ReadHostShare(store, max_shots, mask_ratio, seed, process_index, process_count)
+    read_share = _ReadHostShare(
+        store, max_shots, mask_ratio, seed, process_index, process_count, span_mean, global_input
+    )
     return (
         grain.MapDataset.source(table)
         .shuffle(seed=seed)

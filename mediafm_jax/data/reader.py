@@ -12,10 +12,18 @@ from mediafm_jax.data.store import ShotStore
 
 
 def read_windows(
-    store: ShotStore, title: np.ndarray, start: np.ndarray, length: np.ndarray, width: int
+    store: ShotStore,
+    title: np.ndarray,
+    start: np.ndarray,
+    length: np.ndarray,
+    width: int,
+    global_input: str = "title_embedding",
 ) -> dict[str, np.ndarray]:
     """``shots`` [B, W, F] fp16, ``present`` [B, W, M], ``valid`` [B, W], ``title_embedding``
-    [B, G] fp16 for B windows padded to ``width`` shots; padding rows are zero."""
+    [B, G] fp16 for B windows padded to ``width`` shots; padding rows are zero.
+
+    ``title_embedding`` is what [GLOBAL] sees: ``store.global_vectors(global_input)``, the
+    given title embedding by default."""
     title, start, length = (np.asarray(a, np.int64) for a in (title, start, length))
     b = len(title)
     # Not zeros: every valid row is overwritten below, so only padding rows are cleared.
@@ -33,5 +41,5 @@ def read_windows(
         "shots": shots_bwf,
         "present": present_bwm,
         "valid": np.arange(width)[None, :] < length[:, None],
-        "title_embedding": store.title_embedding[title].astype(np.float16),
+        "title_embedding": store.global_vectors(global_input)[title].astype(np.float16),
     }

@@ -25,7 +25,7 @@ import numpy as np
 import tensorstore as ts
 from tqdm import tqdm
 
-from mediafm_jax.errors import StoreError
+from mediafm_jax.errors import ConfigError, StoreError
 
 # 2: every chunk is written (all-zero ones too), the manifest lists every file (size,
 # sha256) and checksums its own body. Format 1 left all-zero chunks out, so a deleted chunk
@@ -38,6 +38,11 @@ HASH_BLOCK = 8 << 20
 INNER_CHUNK_ROWS = 64
 DEFAULT_SHARD_ROWS = 64 * 128  # 8192 rows: about 38 MB per shard file at 2304 columns
 MODALITY_ORDER = ("video", "audio", "text")
+# The optional label-free title summary (issue 14): the mean of the title's fused shots
+# (concatenate -> unit norm, as objective.fuse does by default) over its shots with content,
+# float32 [T, F]. Stores written before it lack it; only model.global_input asks for it.
+TITLE_MEAN = "title_mean"
+GLOBAL_INPUTS = ("title_embedding", "title_mean", "both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +333,10 @@ class ShotStore:
         self._check_offsets()
         self.present = self._read_all("present")
         self.title_embedding = self._read_all("title_embedding")[:, : self.title_dim]
+        self.title_mean: np.ndarray | None = (
+            self._read_all(TITLE_MEAN) if self.has_title_mean else None
+        )
+        self._both: np.ndarray | None = None
 
     def _parse_manifest(self, manifest: dict[str, Any]) -> None:
         """Reads the manifest's fields and checks they agree with each other (no I/O)."""
@@ -384,6 +393,8 @@ class ShotStore:
             "title_embedding": ((self.num_titles, max(self.title_dim, 1)), np.float16),
             "shot_times": ((self.num_shots, 2), np.float32),
         }
+        if self.has_title_mean:
+            expected[TITLE_MEAN] = ((self.num_titles, self.num_features), np.float32)
         for name, (shape, dtype) in expected.items():
             array = self._array(name)
             got = (tuple(array.shape), np.dtype(array.dtype.numpy_dtype))
@@ -401,6 +412,37 @@ class ShotStore:
                 f"{self.num_shots} (got {offsets[0]} .. {offsets[-1]}"
                 f"{', going backwards' if (np.diff(offsets) < 0).any() else ''}); re-ingest"
             )
+
+    @property
+    def has_title_mean(self) -> bool:
+        """Whether ingest wrote the title summary (the manifest says so, and its checksum
+        covers the claim; the file table lists the array's files)."""
+        return bool(self.manifest.get(TITLE_MEAN))
+
+    def global_vectors(self, mode: str = "title_embedding") -> np.ndarray:
+        """What [GLOBAL] sees per title, [T, D] (``model.global_input``).
+
+        "title_embedding": the given vectors ([T, 0] when the catalog has none);
+        "title_mean": the mean fused shot; "both": the two side by side.
+        """
+        if mode not in GLOBAL_INPUTS:
+            raise ConfigError(f"model.global_input={mode!r}: expected one of {GLOBAL_INPUTS}")
+        if mode == "title_embedding":
+            return self.title_embedding
+        if self.title_mean is None:
+            source = self.manifest.get("source", "SRC")
+            raise StoreError(
+                f"{self.root}: has no {TITLE_MEAN} array (ingested before it existed), which "
+                f"model.global_input={mode!r} needs; re-ingest it: mediafm ingest {source} "
+                f"{self.root} --overwrite"
+            )
+        if mode == "title_mean":
+            return self.title_mean
+        if self._both is None:  # built once: the pipeline asks for it every batch
+            self._both = np.concatenate(
+                [self.title_embedding.astype(np.float32), self.title_mean], axis=1
+            )
+        return self._both
 
     def verify(self, progress: bool = True) -> tuple[int, int]:
         """Hashes every byte of the store; names the first damaged file.

@@ -1,0 +1,276 @@
+"""Issue 14's ablations on the demo catalog: one row per switch, same seed, same steps.
+
+    python experiments/ablations.py --work runs/ablations --rows baseline,global_both \
+        [--steps 600] [--out experiments/ablations] [--choose-readout ROW] [--trend ROW]
+
+The catalog is `mediafm demo`'s (synth: 120 titles, 128-d modalities, seed 0; demo preset).
+Each training row trains on the train titles only (re-using a finished run in
+``WORK/runs/ROW``); every row is probed on the validation titles (``probe.run_probes(...,
+on="val")``: no test title is read), which is where switches and the readout are chosen,
+and once on the test titles, with the title-bootstrap interval and the paired difference
+from ``concat``; the label-free baselines ``title_mean`` and ``novelty`` come with every
+report. Results go to ``OUT/ROW.json``; ``OUT/README.md`` is the table, rebuilt from every
+JSON there (``--table-only`` rebuilds it without running anything). ``--choose-readout
+ROW`` picks that training row's readout on val among ``embed.LAYER_MODES`` and records it
+in ``WORK/runs/ROW/readout.json``, so ``mediafm embed``/``probe`` use it by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+# name -> (config overrides of the training run, readout, the run it trains or re-uses)
+ROWS: dict[str, tuple[list[str], str, str]] = {
+    "baseline": ([], "last", "baseline"),
+    "readout_mean": ([], "mean", "baseline"),
+    "readout_last_input": ([], "last+input", "baseline"),
+    "span4": (["objective.span_mean_shots=4"], "last", "span4"),
+    "global_title_mean": (["model.global_input=title_mean"], "last", "global_title_mean"),
+    "global_both": (["model.global_input=both"], "last", "global_both"),
+    "contrastive": (["objective.contrastive_weight=0.1"], "last", "contrastive"),
+}
+WHAT = {
+    "baseline": "all switches off (today's defaults)",
+    "readout_mean": "readout: mean of every layer's output",
+    "readout_last_input": "readout: last layer beside the fused input",
+    "span4": "span masking, mean run 4 shots (same 20% budget)",
+    "global_title_mean": "[GLOBAL] = the title's mean fused shot",
+    "global_both": "[GLOBAL] = title embedding + title mean",
+    "contrastive": "+ 0.1 x InfoNCE (temperature 0.1) among the batch's targets",
+}
+TASKS = ("ad_relevancy", "popularity", "tone", "genre", "retrieval")
+
+
+def prepare(work: Path) -> tuple[Path, str]:
+    """The demo catalog and its store (with the title summary), made once."""
+    from mediafm_jax.data import ingest, synthetic
+    from mediafm_jax.data.store import ShotStore
+
+    source, store = work / "source", work / "store"
+    if not (source / "clips.jsonl").exists():
+        synthetic.write_catalog(
+            source,
+            synthetic.SynthConfig(
+                titles=120, video_dim=128, audio_dim=128, text_dim=128, title_dim=128
+            ),
+        )
+    if not (store / "manifest.json").exists() or not ShotStore(str(store)).has_title_mean:
+        ingest.ingest(source, str(store), overwrite=store.exists())
+    return source, str(store)
+
+
+def train_row(run: Path, overrides: list[str], store: str, steps: int) -> float:
+    """Trains (or finds finished) the run; returns the seconds spent training now."""
+    from mediafm_jax import config as config_lib
+    from mediafm_jax import presets, train
+    from mediafm_jax.checkpoint import Checkpointer
+
+    if run.exists():
+        checkpointer = Checkpointer(run, async_save=False)
+        done = checkpointer.latest_step()
+        checkpointer.close()
+        if done == steps:
+            print(f"{run}: finished at step {steps}, re-used", flush=True)
+            return 0.0
+    # Checkpoints every 150 steps (kept) for the steps-vs-score trend; saving draws nothing.
+    fixed = [f"train.steps={steps}", "checkpoint.every_steps=150", "checkpoint.keep=8"]
+    config = config_lib.apply_overrides(presets.demo(), [*overrides, *fixed])
+    started = time.perf_counter()
+    train.train(config, store, run)
+    return time.perf_counter() - started
+
+
+def evaluate(run: Path, readout: str, source: Path, store_path: str, work: Path, name: str):
+    """(val results, test results) of one run and readout."""
+    from mediafm_jax import embed, probe
+    from mediafm_jax.data.store import ShotStore
+
+    store = ShotStore(store_path)
+    embedder = embed.Embedder(run, layers=readout)
+    emb = embed.embed_store(embedder, store, str(work / "emb" / name), overwrite=True)
+    results = {}
+    for on, draws in (("val", 0), ("test", 500)):
+        results[on] = probe.run_probes(
+            # the clip-alone column (costly) once, for the baseline's test report
+            embedder if (name == "baseline" and on == "test") else None,
+            store,
+            source / "probes.json",
+            source / "clips.jsonl",
+            work / "reports" / f"{name}_{on}",
+            emb=emb,
+            bootstrap=draws,
+            overwrite=True,
+            on=on,
+        )
+    return results["val"], results["test"]
+
+
+def trend(run: Path, readout: str, source: Path, store_path: str, work: Path, only=None) -> dict:
+    """Validation scores of ``mediafm_context`` at every kept checkpoint of ``run`` (or at
+    the steps ``only``)."""
+    from mediafm_jax import embed, probe
+    from mediafm_jax.checkpoint import Checkpointer
+    from mediafm_jax.data.store import ShotStore
+
+    store = ShotStore(store_path)
+    checkpointer = Checkpointer(run, async_save=False)
+    steps = checkpointer.all_steps()
+    checkpointer.close()
+    out = {}
+    for step in [s for s in steps if only is None or s in only]:
+        embedder = embed.Embedder(run, step=step, layers=readout)
+        emb = embed.embed_store(embedder, store, str(work / "emb" / "trend"), overwrite=True)
+        # only the val clips' titles are read; the probe fits on train, scores val
+        val = probe.run_probes(
+            None,
+            store,
+            source / "probes.json",
+            source / "clips.jsonl",
+            work / "reports" / "trend",
+            emb=emb,
+            bootstrap=0,
+            overwrite=True,
+            on="val",
+        )
+        out[int(step)] = {t: val[t]["results"]["mediafm_context"] for t in TASKS}
+        out[int(step)]["mean"] = val_mean(val)
+        print(f"{run.name} step {step}: val {out[int(step)]}", flush=True)
+    return out
+
+
+def val_mean(val: dict, method: str = "mediafm_context") -> float:
+    """Mean validation score over the tasks: what a switch and a readout are chosen by."""
+    return float(np.mean([val[t]["results"][method] for t in TASKS if t in val]))
+
+
+def table(out: Path) -> str:
+    """The ablation table from every ``OUT/*.json``."""
+    rows = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    order = [r for r in ROWS if r in rows] + [r for r in rows if r not in ROWS]
+    head = "| row | switch | val mean | " + " | ".join(TASKS) + " |"
+    lines = [head, "|---|---|---:|" + "---:|" * len(TASKS)]
+    for name in order:
+        row = rows[name]
+        cells = []
+        for task in TASKS:
+            t = row["test"][task]
+            score = t["results"]["mediafm_context"]
+            d = t["vs_concat"]["mediafm_context"]
+            cells.append(
+                f"{score:.3f} ({d['delta']:+.3f}; {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})"
+            )
+        lines.append(
+            f"| {name} | {WHAT.get(name, '')} | {val_mean(row['val']):.3f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    if order:
+        test = rows[order[0]]["test"]
+        for method in ("concat", "title_mean", "novelty", "mediafm_isolated"):
+            if method not in test[TASKS[0]]["results"]:
+                continue
+            cells = []
+            for task in TASKS:
+                score = test[task]["results"][method]
+                if method == "concat":
+                    cells.append(f"{score:.3f}")
+                    continue
+                d = test[task]["vs_concat"][method]
+                cells.append(
+                    f"{score:.3f} ({d['delta']:+.3f}; {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})"
+                )
+            note = "label-free baseline" if method in ("title_mean", "novelty") else ""
+            if method == "mediafm_isolated":
+                note = f"clip alone ({order[0]})"
+            lines.append(f"| {method} | {note} | | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/ablations"))
+    parser.add_argument("--out", type=Path, default=Path("experiments/ablations"))
+    parser.add_argument("--rows", default="", help=f"comma-separated, of {list(ROWS)}")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--choose-readout", metavar="ROW", default=None)
+    parser.add_argument(
+        "--trend", metavar="ROW", default=None, help="val scores at every checkpoint of ROW's run"
+    )
+    parser.add_argument("--trend-steps", default=None, help="comma-separated steps (default: all)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.table_only:
+        source, store = prepare(args.work)
+        for name in [r for r in args.rows.split(",") if r]:
+            if name not in ROWS:
+                print(f"unknown row {name!r}; rows: {list(ROWS)}", file=sys.stderr)
+                return 2
+            overrides, readout, run_name = ROWS[name]
+            run = args.work / "runs" / run_name
+            seconds = train_row(run, overrides, store, args.steps)
+            val, test = evaluate(run, readout, source, store, args.work, name)
+            record = {
+                "row": name,
+                "what": WHAT[name],
+                "overrides": overrides,
+                "readout": readout,
+                "steps": args.steps,
+                "train_seconds_this_call": round(seconds, 1),
+                "val_mean_context": val_mean(val),
+                "val": val,
+                "test": test,
+            }
+            (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+            print(f"{name}: val mean {val_mean(val):.3f}", flush=True)
+    if args.choose_readout:
+        choose_readout(args)
+    if args.trend:
+        source, store = prepare(args.work)
+        overrides, readout, run_name = ROWS[args.trend]
+        only = [int(x) for x in args.trend_steps.split(",")] if args.trend_steps else None
+        scores = trend(args.work / "runs" / run_name, readout, source, store, args.work, only)
+        (args.out / "trend").mkdir(exist_ok=True)
+        path = args.out / "trend" / f"{args.trend}.json"
+        if path.exists():  # steps measured in an earlier call stay
+            scores = {**json.loads(path.read_text()), **{str(k): v for k, v in scores.items()}}
+        path.write_text(json.dumps(scores, indent=1) + "\n")
+    text = table(args.out)
+    (args.out / "README.md").write_text(
+        "# Demo-catalog ablations (issue 14)\n\n"
+        "Written by `experiments/ablations.py`. Each cell: `mediafm_context` test score "
+        "(its difference from `concat`; 95% paired interval over resampled test titles). "
+        "`val mean`: mean `mediafm_context` score over the five tasks on validation titles, "
+        "what switches are chosen by.\n\n" + text + "\n"
+    )
+    print(text)
+    return 0
+
+
+def choose_readout(args: argparse.Namespace) -> None:
+    """Records in the run the readout with the best val mean among the rows evaluated."""
+    from mediafm_jax import embed
+
+    _, _, run_name = ROWS[args.choose_readout]
+    candidates = {}
+    for path in args.out.glob("*.json"):
+        row = json.loads(path.read_text())
+        if ROWS.get(row["row"], (None, None, None))[2] == run_name:
+            candidates[row["readout"]] = row["val_mean_context"]
+    best = max(candidates, key=candidates.get)
+    path = embed.record_readout(
+        args.work / "runs" / run_name,
+        best,
+        {"split": "val", "by": "mean mediafm_context score over tasks", "scores": candidates},
+    )
+    print(f"readout {best} recorded in {path} (val means {candidates})", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""Issue 14's switches: span masking, the title summary in [GLOBAL], the recorded readout."""
+
+import numpy as np
+import pytest
+
+from mediafm_jax import masking
+
+
+def _selectable(rng: np.random.Generator, b: int, w: int) -> np.ndarray:
+    """Rows of varied length (padding suffix) with scattered content-less shots."""
+    lengths = rng.integers(1, w + 1, b)
+    lengths[:3] = (w, 1, 5)
+    valid = np.arange(w)[None, :] < lengths[:, None]
+    content = rng.random((b, w)) > 0.1
+    out = valid & content
+    out[3] = False  # a silent window: nothing selectable, nothing selected
+    return out
+
+
+def _runs(mask_bw: np.ndarray, selectable_bw: np.ndarray) -> list[int]:
+    """Lengths of maximal runs of selected shots, counted among the selectable ones."""
+    lengths = []
+    for mask, sel in zip(mask_bw, selectable_bw, strict=True):
+        run = 0
+        for chosen in mask[sel]:
+            if chosen:
+                run += 1
+            elif run:
+                lengths.append(run)
+                run = 0
+        if run:
+            lengths.append(run)
+    return lengths
+
+
+def _reference_spans(
+    rng: np.random.Generator, selectable_bw: np.ndarray, ratio: float, mean: float
+) -> np.ndarray:
+    """The slow loop: cut each row's selectable shots into geometric runs, take runs in a
+    random order until the budget is met, the last one cut short."""
+    out = np.zeros_like(selectable_bw)
+    for row, sel in enumerate(selectable_bw):
+        positions = np.flatnonzero(sel)
+        if len(positions) == 0:
+            continue
+        budget = int(masking.num_targets(len(positions), ratio))
+        runs, at = [], 0
+        while at < len(positions):
+            length = int(rng.geometric(1.0 / mean))
+            runs.append(positions[at : at + length])
+            at += length
+        taken = 0
+        for index in rng.permutation(len(runs)):
+            take = min(len(runs[index]), budget - taken)
+            out[row, runs[index][:take]] = True
+            taken += take
+            if taken == budget:
+                break
+    return out
+
+
+@pytest.mark.parametrize("mean", [3.0, 6.0])
+def test_span_masking_budget_and_run_lengths_match_a_reference_loop(mean):
+    b, w, ratio = 3000, 128, 0.2
+    selectable = _selectable(np.random.default_rng(1), b, w)
+    targets = masking.draw_targets(np.random.default_rng(2), selectable, ratio, span_mean=mean)
+    k = masking.max_targets(w, ratio)
+    assert targets.shape == (b, k)
+    mask = np.zeros_like(selectable)
+    for row, t in enumerate(targets):
+        mask[row, t[t >= 0]] = True
+    # The same budget as single-shot masking, only among selectable shots.
+    count = selectable.sum(1)
+    expected = np.where(count > 0, masking.num_targets(count, ratio), 0)
+    np.testing.assert_array_equal(mask.sum(1), expected)
+    assert not (mask & ~selectable).any()
+    # Run lengths: the same distribution as the slow loop's (independent draws).
+    ours = np.bincount(_runs(mask, selectable), minlength=200)[:200]
+    ref_mask = _reference_spans(np.random.default_rng(3), selectable, ratio, mean)
+    np.testing.assert_array_equal(ref_mask.sum(1), expected)
+    ref = np.bincount(_runs(ref_mask, selectable), minlength=200)[:200]
+    p, q = ours / ours.sum(), ref / ref.sum()
+    assert 0.5 * np.abs(p - q).sum() < 0.03
+    lengths = np.arange(200)
+    mean_ours, mean_ref = (p * lengths).sum(), (q * lengths).sum()
+    assert abs(mean_ours - mean_ref) < 0.03 * mean_ref
+    # Runs are really longer than single-shot masking's (whose runs are ~1.2 shots).
+    single = masking.draw_targets(np.random.default_rng(2), selectable, ratio)
+    single_mask = np.zeros_like(selectable)
+    for row, t in enumerate(single):
+        single_mask[row, t[t >= 0]] = True
+    assert mean_ours > 0.8 * mean > np.mean(_runs(single_mask, selectable)) + 1.0
+
+
+def test_span_masking_is_a_pure_function_of_the_generator():
+    selectable = _selectable(np.random.default_rng(0), 16, 64)
+    a = masking.draw_targets(np.random.default_rng([7, 1, 5]), selectable, 0.2, span_mean=4.0)
+    b = masking.draw_targets(np.random.default_rng([7, 1, 5]), selectable, 0.2, span_mean=4.0)
+    c = masking.draw_targets(np.random.default_rng([7, 1, 6]), selectable, 0.2, span_mean=4.0)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    with pytest.raises(ValueError, match="span_mean"):
+        masking.draw_span_mask(np.random.default_rng(0), selectable, 0.2, 0.5)
+
+
+# -- title summary in [GLOBAL] -------------------------------------------------------------
+def test_ingest_stores_the_title_mean_of_fused_shots(tiny_source, tiny_store):
+    from mediafm_jax.data import store as store_lib
+
+    store = store_lib.ShotStore(tiny_store)
+    assert store.has_title_mean
+    names = [m.name for m in store.modalities]
+    for index, title_id in enumerate(store.title_ids):
+        with np.load(tiny_source / "shots" / f"{title_id}.npz") as data:
+            # the stored fp16 values, fused in float64: concatenate -> unit norm -> mean
+            x = np.concatenate([data[n].astype(np.float16) for n in names], 1).astype(np.float64)
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        content = norm[:, 0] > 0
+        expected = (x[content] / (norm[content] + 1e-6)).mean(0)
+        np.testing.assert_allclose(store.title_mean[index], expected, rtol=1e-6, atol=1e-7)
+    both = store.global_vectors("both")
+    assert both.shape == (store.num_titles, store.title_dim + store.num_features)
+    np.testing.assert_array_equal(both[:, store.title_dim :], store.title_mean)
+    # The integrity manifest lists the new array's files, and a damaged one is caught.
+    listed = [e["path"] for e in store.manifest["files"]]
+    assert any(p.startswith(store_lib.TITLE_MEAN + "/") for p in listed)
+
+
+def test_a_store_without_title_mean_fails_only_when_asked(tiny_store, tmp_path):
+    import shutil
+
+    from mediafm_jax.data import store as store_lib
+    from mediafm_jax.errors import ConfigError, StoreError
+
+    old = tmp_path / "old_store"
+    shutil.copytree(tiny_store, old)
+    manifest = store_lib.read_manifest(str(old))
+    shutil.rmtree(old / store_lib.TITLE_MEAN)
+    body = {k: v for k, v in manifest.items() if k not in ("files", store_lib.TITLE_MEAN)}
+    store_lib.write_manifest(str(old), body, progress=False)  # as an older ingest wrote it
+    store = store_lib.ShotStore(str(old))
+    assert not store.has_title_mean
+    np.testing.assert_array_equal(store.global_vectors(), store.title_embedding)
+    with pytest.raises(StoreError, match=r"no title_mean array .* --overwrite"):
+        store.global_vectors("title_mean")
+    with pytest.raises(ConfigError, match="global_input"):
+        store.global_vectors("synopsis")
+
+
+def test_training_and_embedding_with_the_title_mean_in_global(tiny_store, tmp_path):
+    import jax
+
+    from mediafm_jax import config as config_lib
+    from mediafm_jax import embed, presets, train
+    from mediafm_jax.data.store import ShotStore
+
+    config = config_lib.apply_overrides(
+        presets.tiny(),
+        [
+            "train.steps=4",
+            "checkpoint.async_save=false",
+            "model.max_shots=32",
+            "model.global_input=both",
+            "objective.span_mean_shots=4",
+            "objective.contrastive_weight=0.5",
+        ],
+    )
+    train.train(config, tiny_store, tmp_path / "run", devices=jax.devices()[:1])
+    store = ShotStore(tiny_store)
+    embedder = embed.Embedder(tmp_path / "run", devices=jax.devices()[:1])
+    assert embedder.dims.title == store.title_dim + store.num_features
+    rows = embedder.embed_title(store, 0)
+    assert rows.shape == (store.title_length(0), 32) and np.isfinite(rows).all()
+
+
+# -- contrastive term -------------------------------------------------------------------------
+def test_info_nce_matches_a_float64_loop():
+    import jax.numpy as jnp
+
+    from mediafm_jax.objective import info_nce
+
+    rng = np.random.default_rng(0)
+    pred, target = rng.standard_normal((2, 3, 4, 5))
+    weight = (rng.random((3, 4)) > 0.3).astype(np.float64)
+    got = float(info_nce(jnp.asarray(pred), jnp.asarray(target), jnp.asarray(weight), 0.2))
+    p = pred.reshape(12, 5) / np.linalg.norm(pred.reshape(12, 5), axis=1, keepdims=True)
+    t = target.reshape(12, 5) / np.linalg.norm(target.reshape(12, 5), axis=1, keepdims=True)
+    w = weight.reshape(12)
+    losses = []
+    for i in np.flatnonzero(w):
+        logits = np.array([p[i] @ t[j] / 0.2 for j in np.flatnonzero(w)])
+        own = p[i] @ t[i] / 0.2
+        losses.append(np.log(np.exp(logits).sum()) - own)
+    np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)
+
+
+# -- readout -----------------------------------------------------------------------------------
+def test_recorded_readout_is_the_default_and_last_input_carries_the_input(tiny_run, tiny_store):
+    import jax
+
+    from mediafm_jax import embed
+    from mediafm_jax.data.store import ShotStore
+    from mediafm_jax.errors import StoreError
+
+    store = ShotStore(tiny_store)
+    devices = jax.devices()[:1]
+    plain = embed.Embedder(tiny_run, devices=devices)
+    assert plain.layers == "last"  # no readout.json: today's default
+    record = embed.record_readout(tiny_run, "last+input", {"split": "val"})
+    try:
+        chosen = embed.Embedder(tiny_run, devices=devices)
+        assert chosen.layers == "last+input"
+        assert chosen.shot_dim == plain.hidden_size + store.num_features
+        rows = chosen.embed_title(store, 1)
+        np.testing.assert_allclose(rows[:, : plain.hidden_size], plain.embed_title(store, 1))
+        x = store.read_rows(*store.title_rows(1)).astype(np.float64)
+        fused = x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-6)
+        np.testing.assert_allclose(rows[:, plain.hidden_size :], fused, atol=1e-5)
+        assert embed.Embedder(tiny_run, layers="mean", devices=devices).layers == "mean"
+        record.write_text('{"layers": "first"}')
+        with pytest.raises(StoreError, match="readout.json: layers 'first'"):
+            embed.Embedder(tiny_run, devices=devices)
+    finally:
+        record.unlink()
+
+
+def test_validation_clips_never_hold_a_test_title():
+    from mediafm_jax.probe import validation_clips
+    from mediafm_jax.probe.tasks import Clips, Task
+
+    split = np.array(["train", "val", "test", "val", "train", "test"])
+    clips = Clips(
+        Task("t", "binary", "ap"),
+        title=np.array([0, 1, 2, 3, 4, 5]),
+        start=np.arange(6),
+        end=np.arange(6) + 2,
+        split=split,
+        target=np.array([0, 1, 1, 0, 1, 0]),
+    )
+    val = validation_clips(clips)
+    np.testing.assert_array_equal(val.title, [0, 1, 3, 4])
+    np.testing.assert_array_equal(val.split, ["train", "test", "test", "train"])
+    np.testing.assert_array_equal(val.target, [0, 1, 0, 1])
+
+
+def test_probing_on_val_scores_val_titles_only(tiny_store, tiny_source, tmp_path):
+    import json
+
+    from mediafm_jax.data.store import ShotStore
+    from mediafm_jax.probe import run_probes
+
+    store = ShotStore(tiny_store)
+    args = (None, store, tiny_source / "probes.json", tiny_source / "clips.jsonl")
+    val = run_probes(*args, tmp_path / "val", bootstrap=0, on="val")
+    clips = [json.loads(line) for line in (tiny_source / "clips.jsonl").read_text().splitlines()]
+    checked = 0
+    for name, task in val.items():
+        if "skipped" in task or task["metric"] == "kendall_tau":
+            continue
+        assert task["n_test"] == sum(c["task"] == name and c["split"] == "val" for c in clips)
+        checked += 1
+    assert checked >= 2
+    with pytest.raises(ValueError, match="on='train'"):
+        run_probes(*args, tmp_path / "x", on="train")
