@@ -239,8 +239,8 @@ def main() -> None:
         from flax import nnx
 
         from mediafm_jax.config import ObjectiveConfig
-        from mediafm_jax.model import NUM_SPECIAL, Encoder
         from mediafm_jax.fusion import fuse
+        from mediafm_jax.model import NUM_SPECIAL, Encoder
 
         graphdef, params = nnx.split(Encoder(fast.model, DIMS, nnx.Rngs(0)), nnx.Param)
         params = jax.device_put(params, accelerator)

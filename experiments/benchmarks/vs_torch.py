@@ -206,8 +206,8 @@ def worker_jax_embed(spec, host, steps: int) -> list[float]:
     from flax import nnx
 
     from mediafm_jax.config import ObjectiveConfig
-    from mediafm_jax.model import NUM_SPECIAL, Encoder
     from mediafm_jax.fusion import fuse
+    from mediafm_jax.model import NUM_SPECIAL, Encoder
 
     cfg = jax_config(spec, steps)
     dims = jax_dims(spec)
