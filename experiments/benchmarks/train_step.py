@@ -87,14 +87,11 @@ def make_batch(batch, window, fused, seed=0):
     }
 
 
-def time_jax(spec, steps: int) -> float:
-    import jax
-
+def bench_config(hidden, layers, heads, mlp, window, batch, steps: int, kind="muon_adamw"):
+    """The benchmarks' model and optimizer at these shapes (fp32 Newton-Schulz on the CPU)."""
     from mediafm_jax import config as config_lib
-    from mediafm_jax.model import DataDims
 
-    hidden, layers, heads, mlp, window, batch, fused = spec
-    cfg = config_lib.apply_overrides(
+    return config_lib.apply_overrides(
         config_lib.ExperimentConfig(),
         [
             f"model.hidden_size={hidden}",
@@ -103,12 +100,27 @@ def time_jax(spec, steps: int) -> float:
             f"model.mlp_size={mlp}",
             f"model.max_shots={window}",
             f"train.batch_size={batch}",
+            f"optim.kind={kind}",
             "optim.muon_ns_dtype=float32",
-            f"train.steps={steps + 3}",
+            f"train.steps={steps}",
         ],
     )
+
+
+def bench_dims(fused: int, title: int):
+    """Three equal modality columns of ``fused`` features and a ``title``-d title vector."""
+    from mediafm_jax.model import DataDims
+
     third = fused // 3
-    dims = DataDims(fused, 128, ((0, third), (third, 2 * third), (2 * third, fused)))
+    return DataDims(fused, title, ((0, third), (third, 2 * third), (2 * third, fused)))
+
+
+def time_jax(spec, steps: int) -> float:
+    import jax
+
+    hidden, layers, heads, mlp, window, batch, fused = spec
+    cfg = bench_config(hidden, layers, heads, mlp, window, batch, steps + 3)
+    dims = bench_dims(fused, 128)
     return step_seconds(cfg, dims, make_batch(batch, window, fused), steps, jax.devices()[0])
 
 

@@ -73,31 +73,16 @@ def load_batch(path: str) -> dict[str, np.ndarray]:
 
 
 def jax_config(spec, steps: int, kind: str = "muon_adamw"):
-    from mediafm_jax import config as config_lib
+    from train_step import bench_config  # sibling benchmark: one definition of the setup
 
     hidden, layers, heads, mlp, window, batch, _, _ = spec
-    return config_lib.apply_overrides(
-        config_lib.ExperimentConfig(),
-        [
-            f"model.hidden_size={hidden}",
-            f"model.num_layers={layers}",
-            f"model.num_heads={heads}",
-            f"model.mlp_size={mlp}",
-            f"model.max_shots={window}",
-            f"train.batch_size={batch}",
-            f"optim.kind={kind}",
-            "optim.muon_ns_dtype=float32",
-            f"train.steps={steps + 10}",
-        ],
-    )
+    return bench_config(hidden, layers, heads, mlp, window, batch, steps + 10, kind)
 
 
 def jax_dims(spec):
-    from mediafm_jax.model import DataDims
+    from train_step import bench_dims
 
-    fused, title = spec[6], spec[7]
-    third = fused // 3
-    return DataDims(fused, title, ((0, third), (third, 2 * third), (2 * third, fused)))
+    return bench_dims(spec[6], spec[7])
 
 
 def worker_jax_step(spec, host, steps: int, kind: str) -> list[float]:
