@@ -245,3 +245,15 @@ def claim_folder(
     if not (path / MARKER).exists():
         write_marker(path, kind)
     return path
+
+
+def atomic_file(path: str | os.PathLike, save) -> None:
+    """Writes one file whole or not at all: ``save(temp)`` beside ``path``, then a rename;
+    the temporary file is removed if ``save`` fails."""
+    path = Path(path)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

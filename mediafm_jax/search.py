@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from mediafm_jax import outputs
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import SearchError
@@ -268,13 +269,12 @@ class FaissIndex:
         )
         built = cls.build(vectors_nd)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+
+        def save(temp: Path) -> None:
             faiss.write_index(built.index, str(temp))
             meta.unlink(missing_ok=True)  # no moment where an old key vouches for a new file
-            os.replace(temp, path)
-        finally:
-            temp.unlink(missing_ok=True)
+
+        outputs.atomic_file(path, save)
         meta.write_text(json.dumps(key))
         return built
 

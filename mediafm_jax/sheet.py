@@ -14,10 +14,10 @@ metadata, so a later run may replace a sheet it wrote but nothing else without
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from mediafm_jax import outputs
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.search import Hit, Query, SearchError
 
@@ -79,16 +79,6 @@ def check_sheet_path(
     if not out.parent.is_dir():
         raise SearchError(f"{path}: folder {out.parent} does not exist")
     return out
-
-
-def _atomic_save(out: Path, save) -> None:
-    temp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        save(temp)
-        os.replace(temp, out)
-    finally:
-        if temp.exists():
-            temp.unlink()
 
 
 # -- contact sheet --------------------------------------------------------------------------
@@ -159,7 +149,7 @@ def _contact_sheet(
             draw.text((left, bottom + 4 + 16 * j), line, fill=(0, 0, 0), font=font)
     info = PngInfo()
     info.add_text("Software", SOFTWARE_TAG)
-    _atomic_save(out, lambda p: sheet.save(p, format="PNG", pnginfo=info))
+    outputs.atomic_file(out, lambda p: sheet.save(p, format="PNG", pnginfo=info))
 
 
 # -- timeline ------------------------------------------------------------------------------
@@ -207,7 +197,7 @@ def _timeline(out: Path, header: str, query: Query, hits: Sequence[Hit], store: 
     ax.set_title(header, fontsize=9)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    _atomic_save(
+    outputs.atomic_file(
         out, lambda p: fig.savefig(p, format="png", dpi=100, metadata={"Software": SOFTWARE_TAG})
     )
     plt.close(fig)

@@ -168,12 +168,8 @@ def _any_ok(manifest: dict[str, Any]) -> bool:
 
 
 def _write_json_atomic(path: Path, value: Any, lines: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    if lines:
-        tmp.write_text("".join(json.dumps(v) + "\n" for v in value))
-    else:
-        tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
+    text = "".join(json.dumps(v) + "\n" for v in value) if lines else json.dumps(value, indent=1)
+    outputs.atomic_file(path, lambda tmp: tmp.write_text(text))
 
 
 def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
