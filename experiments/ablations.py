@@ -11,8 +11,9 @@ and once on the test titles, with the title-bootstrap interval and the paired di
 from ``concat``; the label-free baselines ``title_mean`` and ``novelty`` come with every
 report. Results go to ``OUT/ROW.json``; ``OUT/README.md`` is the table, rebuilt from every
 JSON there (``--table-only`` rebuilds it without running anything). ``--choose-readout
-ROW`` picks that training row's readout on val among ``embed.LAYER_MODES`` and records it
-in ``WORK/runs/ROW/readout.json``, so ``mediafm embed``/``probe`` use it by default.
+ROW`` picks that training row's readout on val among ``readouts.READOUTS``
+(``probe.choose_readout``, as ``mediafm probe --choose-readout``) and records it in
+``WORK/runs/ROW/readout.json``, so ``mediafm embed``/``probe`` use it by default.
 """
 
 from __future__ import annotations
@@ -30,19 +31,27 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
     "baseline": ([], "last", "baseline"),
     "readout_mean": ([], "mean", "baseline"),
     "readout_last_input": ([], "last+input", "baseline"),
+    "readout_last_title": ([], "last+title", "baseline"),
+    "readout_last_input_title": ([], "last+input+title", "baseline"),
     "span4": (["objective.span_mean_shots=4"], "last", "span4"),
-    "global_title_mean": (["model.global_input=title_mean"], "last", "global_title_mean"),
+    "global_title_mean": (
+        ["model.global_input=title_mean"],
+        "last+input+title",
+        "global_title_mean",
+    ),
     "global_both": (["model.global_input=both"], "last", "global_both"),
-    "contrastive": (["objective.contrastive_weight=0.1"], "last", "contrastive"),
+    "contrastive": (["objective.contrastive_weight=0.1"], "last+input+title", "contrastive"),
 }
 WHAT = {
     "baseline": "all switches off (today's defaults)",
     "readout_mean": "readout: mean of every layer's output",
     "readout_last_input": "readout: last layer beside the fused input",
+    "readout_last_title": "readout: last layer beside its title's mean last layer",
+    "readout_last_input_title": "readout: last+input beside its title's mean last+input",
     "span4": "span masking, mean run 4 shots (same 20% budget)",
-    "global_title_mean": "[GLOBAL] = the title's mean fused shot",
+    "global_title_mean": "[GLOBAL] = the title's mean fused shot (readout last+input+title)",
     "global_both": "[GLOBAL] = title embedding + title mean",
-    "contrastive": "+ 0.1 x InfoNCE (temperature 0.1) among the batch's targets",
+    "contrastive": "+ 0.1 x InfoNCE among the batch's targets (readout last+input+title)",
 }
 TASKS = ("ad_relevancy", "popularity", "tone", "genre", "retrieval")
 
@@ -189,6 +198,22 @@ def table(out: Path) -> str:
             if method == "mediafm_isolated":
                 note = f"clip alone ({order[0]})"
             lines.append(f"| {method} | {note} | | " + " | ".join(cells) + " |")
+    paired = [n for n in order if "vs_title_mean" in rows[n]["test"][TASKS[0]]]
+    if paired:
+        lines += [
+            "",
+            "Against hand-made context: `mediafm_context` minus `title_mean` on test titles, "
+            "paired (95% interval over the same resampled titles).",
+            "",
+            "| row | " + " | ".join(TASKS) + " |",
+            "|---|" + "---:|" * len(TASKS),
+        ]
+        for name in paired:
+            cells = []
+            for task in TASKS:
+                d = rows[name]["test"][task]["vs_title_mean"]["mediafm_context"]
+                cells.append(f"{d['delta']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -254,22 +279,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def choose_readout(args: argparse.Namespace) -> None:
-    """Records in the run the readout with the best val mean among the rows evaluated."""
-    from mediafm_jax import embed
+    """Records in ROW's run the readout with the best val mean (``probe.choose_readout``)."""
+    from mediafm_jax import probe
+    from mediafm_jax.data.store import ShotStore
 
+    source, store = prepare(args.work)
     _, _, run_name = ROWS[args.choose_readout]
-    candidates = {}
-    for path in args.out.glob("*.json"):
-        row = json.loads(path.read_text())
-        if ROWS.get(row["row"], (None, None, None))[2] == run_name:
-            candidates[row["readout"]] = row["val_mean_context"]
-    best = max(candidates, key=candidates.get)
-    path = embed.record_readout(
+    probe.choose_readout(
         args.work / "runs" / run_name,
-        best,
-        {"split": "val", "by": "mean mediafm_context score over tasks", "scores": candidates},
+        ShotStore(store),
+        source / "probes.json",
+        source / "clips.jsonl",
     )
-    print(f"readout {best} recorded in {path} (val means {candidates})", flush=True)
 
 
 if __name__ == "__main__":

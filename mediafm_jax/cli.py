@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mediafm_jax.errors import (
+    EXIT_BROKEN_PIPE,
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
@@ -19,6 +20,7 @@ from mediafm_jax.errors import (
     UsageError,
     UserError,
 )
+from mediafm_jax.readouts import READOUTS
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -150,11 +152,20 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     from mediafm_jax import embed, probe
     from mediafm_jax.data.store import ShotStore
 
-    embedder = embed.Embedder(args.workdir, step=args.step, layers=args.layers)
+    store = ShotStore(args.store)
+    layers = args.layers
+    if args.choose_readout:
+        if args.layers:
+            raise UsageError("--choose-readout picks the readout; drop --layers")
+        # every process computes the same choice: none waits for process 0's record
+        layers, _ = probe.choose_readout(
+            args.workdir, store, args.tasks, args.clips, step=args.step
+        )
+    embedder = embed.Embedder(args.workdir, step=args.step, layers=layers)
     emb = embed.EmbeddingStore(args.emb) if args.emb else None
     results = probe.run_probes(
         embedder,
-        ShotStore(args.store),
+        store,
         args.tasks,
         args.clips,
         args.out,
@@ -338,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
     p.add_argument(
         "--layers",
-        choices=("last", "mean", "last+input"),
+        choices=READOUTS,
         default=None,
         help="readout (default: the run's readout.json, chosen on validation titles; else last)",
     )
@@ -362,9 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--step", type=int)
     p.add_argument(
         "--layers",
-        choices=("last", "mean", "last+input"),
+        choices=READOUTS,
         default=None,
         help="readout (default: the run's readout.json, chosen on validation titles; else last)",
+    )
+    p.add_argument(
+        "--choose-readout",
+        action="store_true",
+        help="first pick the readout on validation titles and record it in the run "
+        "(RUN/readout.json; embed and search then use it too)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
     _add_distributed_flags(p)
@@ -461,6 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C (and SIGTERM where a command maps it): no traceback
         print(f"mediafm {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `mediafm info STORE | head`: the reader left early
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return EXIT_BROKEN_PIPE
     return code if isinstance(code, int) else 0
 
 

@@ -155,17 +155,19 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
     if trained["stopped"] is not None:
         raise DemoStopped("SIGTERM", signal.SIGTERM)
 
-    stage(4, "embed: in-context embeddings of every shot")
+    stage(4, "embed: the readout chosen on validation titles, then every shot in context")
     store = ShotStore(str(out / "store"))
-    embedder = embed.Embedder(out / "run")
+    tasks, clips = out / "source" / "probes.json", out / "source" / "clips.jsonl"
+    layers, _ = probe.choose_readout(out / "run", store, tasks, clips)
+    embedder = embed.Embedder(out / "run", layers=layers)
     emb = embed.embed_store(embedder, store, str(out / "embeddings"))
 
     stage(5, "probe: linear probes, contextual vs uncontextualized")
     results = probe.run_probes(
         embedder,
         store,
-        out / "source" / "probes.json",
-        out / "source" / "clips.jsonl",
+        tasks,
+        clips,
         out / "report",
         emb=emb,
     )

@@ -31,13 +31,11 @@ from mediafm_jax.data.store import ShotStore, StoreError
 from mediafm_jax.errors import CheckpointError
 from mediafm_jax.fusion import fuse
 from mediafm_jax.model import NUM_SPECIAL, DataDims, abstract_encoder
+from mediafm_jax.readouts import INPUT_PART, READOUTS, TITLE_PART
 from mediafm_jax.stitching import Window, plan_windows, stitch
 
 EMBED_FORMAT_VERSION = 1
 RUN_RECORD_KEYS = ("data_dims", "store")  # saved beside the config, not config fields
-# Readouts: the last layer; the mean of every layer's output; the last layer beside the
-# shot's fused input vector (so a probe sees the shot itself and its context).
-LAYER_MODES = ("last", "mean", "last+input")
 READOUT_FILE = "readout.json"  # RUN/readout.json: the readout chosen on validation titles
 
 
@@ -51,17 +49,21 @@ def recorded_readout(run_dir: str | Path) -> str | None:
         layers = json.loads(path.read_text())["layers"]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise StoreError(f"{path}: unreadable readout record ({err})") from None
-    if layers not in LAYER_MODES:
-        raise StoreError(f"{path}: layers {layers!r}, expected one of {LAYER_MODES}")
+    if layers not in READOUTS:
+        raise StoreError(f"{path}: layers {layers!r}, expected one of {READOUTS}")
     return layers
 
 
 def record_readout(run_dir: str | Path, layers: str, chosen_on: dict) -> Path:
     """Writes ``RUN/readout.json`` so that embed and probe use ``layers`` by default."""
-    if layers not in LAYER_MODES:
-        raise ValueError(f"layers={layers!r}: expected one of {LAYER_MODES}")
+    if layers not in READOUTS:
+        raise ValueError(f"layers={layers!r}: expected one of {READOUTS}")
     path = Path(run_dir) / READOUT_FILE
-    path.write_text(json.dumps({"layers": layers, "chosen_on": chosen_on}, indent=1) + "\n")
+    text = json.dumps({"layers": layers, "chosen_on": chosen_on}, indent=1) + "\n"
+    try:
+        outputs.atomic_file(path, lambda temp: temp.write_text(text))
+    except OSError as err:
+        raise StoreError(f"{path}: cannot record the readout ({err.strerror or err})") from None
     return path
 
 
@@ -78,8 +80,8 @@ class Embedder:
         """``layers`` None: the run's recorded readout (``readout.json``), else "last"."""
         if layers is None:
             layers = recorded_readout(run_dir) or "last"
-        if layers not in LAYER_MODES:
-            raise ValueError(f"layers={layers!r}: expected one of {LAYER_MODES}")
+        if layers not in READOUTS:
+            raise ValueError(f"layers={layers!r}: expected one of {READOUTS}")
         run_dir = Path(run_dir)
         self.run_dir = run_dir
         checkpointer = Checkpointer(run_dir, async_save=False, create=False)
@@ -88,9 +90,13 @@ class Embedder:
         finally:
             checkpointer.close()
         self.layers = layers
+        self.with_input = INPUT_PART in layers
+        self.with_title = TITLE_PART in layers
         self.hidden_size = self.config.model.hidden_size
-        # Shot embedding width: the hidden size, plus the fused input for "last+input".
-        self.shot_dim = self.hidden_size + (self.dims.fused if layers == "last+input" else 0)
+        # Shot embedding width: the hidden size, plus the fused input for "+input", all of
+        # it twice for "+title" (the shot's row, then its title's mean row).
+        readout_dim = self.hidden_size + (self.dims.fused if self.with_input else 0)
+        self.shot_dim = readout_dim * (2 if self.with_title else 1)
         self.max_shots = self.config.model.max_shots
         # Outputs replicated: every process holds the whole batch's embeddings, so no
         # process reads an array that spans other hosts' devices.
@@ -153,7 +159,7 @@ class Embedder:
         else:
             hidden = shots_h = model(fused, valid, title_embedding)
         shots_h = shots_h[:, NUM_SPECIAL:].astype(jnp.float32)
-        if self.layers == "last+input":
+        if self.with_input:
             shots_h = jnp.concatenate([shots_h, fused.astype(jnp.float32)], axis=-1)
         return shots_h, hidden[:, 0].astype(jnp.float32)
 
@@ -223,7 +229,7 @@ class Embedder:
                         np.stack([c for _, _, c in done]),
                         store.title_length(win.title),
                     )
-                    yield win.title, rows, cls
+                    yield win.title, self._with_summary(rows), cls
             bar.update(len(chunk))
         bar.close()
 
@@ -247,8 +253,17 @@ class Embedder:
             batch = self._read(store, [(t, s, e - s) for t, s, e in chunk], width)
             shots_h, _ = self.encode(batch)
             for j, (_, start, end) in enumerate(chunk):
-                out[i + j] = shots_h[j, : end - start].mean(0)
+                out[i + j] = self._with_summary(shots_h[j, : end - start]).mean(0)
         return out
+
+    def _with_summary(self, rows_lh: np.ndarray) -> np.ndarray:
+        """With "+title": each row beside the mean row of ``rows_lh`` (the whole title)."""
+        if not self.with_title:
+            return rows_lh
+        summary = np.broadcast_to(
+            rows_lh.mean(0, dtype=np.float64).astype(np.float32), rows_lh.shape
+        )
+        return np.concatenate([rows_lh, summary], axis=-1)
 
     def embed_clip(
         self, store: ShotStore, title: int | str, start: int, end: int, context: bool = True

@@ -113,9 +113,10 @@ def test_report_has_every_task_and_method(tiny_run, tiny_store, tiny_source, tmp
         assert all(np.isfinite(v) for v in task["results"].values())
         assert set(task["ci95"]) == methods and all(lo <= hi for lo, hi in task["ci95"].values())
         assert set(task["vs_concat"]) == methods - {"concat"}
+        assert set(task["vs_title_mean"]) == {"mediafm_context", "mediafm_isolated"}
     table = (tmp_path / "report.md").read_text()
     assert all(t in table for t in tasks) and all(m in table for m in methods)
-    assert "minus concat" in table and "95% interval" in table
+    assert "minus concat" in table and "minus title_mean" in table and "95% interval" in table
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
@@ -193,6 +194,27 @@ def test_paired_difference_from_concat():
     assert good["delta"] > 0.3 and good["ci95"][0] > 0  # a clear win excludes zero
     assert out["vs_concat"]["same"] == {"delta": 0.0, "ci95": [0.0, 0.0]}
     assert "concat" not in out["vs_concat"]
+    assert "vs_title_mean" not in out  # no title_mean scored: no difference from it
+
+
+def test_paired_difference_from_title_mean_is_the_models_only():
+    task = Task("bin", "binary", "ap")
+    clips = _clips(task, n_titles=60)
+    rng = np.random.default_rng(4)
+    noise = rng.normal(size=(len(clips), 8))
+    informative = np.concatenate([clips.target[:, None] + 0.3 * noise[:, :1], noise[:, 1:]], 1)
+    scored = {
+        "mediafm_context": run_probe(informative, clips),
+        "concat": run_probe(noise, clips),
+        "title_mean": run_probe(noise[:, ::-1].copy(), clips),
+    }
+    out = intervals(scored, draws=200)
+    assert set(out["vs_title_mean"]) == {"mediafm_context"}
+    vs = out["vs_title_mean"]["mediafm_context"]
+    assert vs["delta"] == scored["mediafm_context"].score - scored["title_mean"].score
+    assert vs["ci95"][0] > 0  # the clear win excludes zero here too
+    # paired: the same draws as the intervals, so a difference of itself would be exactly 0
+    assert out["vs_concat"]["title_mean"]["ci95"][0] <= out["vs_concat"]["title_mean"]["delta"]
 
 
 def test_label_free_baselines_on_a_two_scene_title():

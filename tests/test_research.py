@@ -224,6 +224,64 @@ def test_recorded_readout_is_the_default_and_last_input_carries_the_input(tiny_r
         record.unlink()
 
 
+@pytest.mark.parametrize("layers", ["last+title", "last+input+title"])
+def test_title_readout_appends_the_whole_title_mean_of_the_shot_readout(
+    tiny_run, tiny_store, layers
+):
+    """ "+title": each row = [the readout without it, its float64 mean over the whole
+    title]; a title several windows long is summarized whole; an isolated clip's summary
+    is the clip's own mean."""
+    import jax
+
+    from mediafm_jax import embed
+    from mediafm_jax.data.store import ShotStore
+
+    store = ShotStore(tiny_store)
+    devices = jax.devices()[:1]
+    title = int(np.argmax([store.title_length(t) for t in range(store.num_titles)]))
+    base = embed.Embedder(tiny_run, layers=layers.removesuffix("+title"), devices=devices)
+    with_title = embed.Embedder(tiny_run, layers=layers, devices=devices)
+    assert store.title_length(title) > 2 * base.max_shots  # stitched from several windows
+    assert with_title.shot_dim == 2 * base.shot_dim
+    own = base.embed_title(store, title).astype(np.float64)
+    rows = with_title.embed_title(store, title)
+    np.testing.assert_allclose(rows[:, : base.shot_dim], own, atol=1e-6)
+    summary = np.broadcast_to(own.mean(0), own.shape)
+    np.testing.assert_allclose(rows[:, base.shot_dim :], summary, atol=1e-5)
+    clip = base.embed_clips(store, [(title, 5, 17)])[0].astype(np.float64)
+    alone = with_title.embed_clips(store, [(title, 5, 17)])[0]
+    np.testing.assert_allclose(alone, np.concatenate([clip, clip]), atol=1e-5)
+
+
+def test_choose_readout_records_the_best_validation_mean(
+    tiny_run, tiny_store, tiny_source, tmp_path
+):
+    """The choice equals the val means of full ``run_probes(on="val")`` reports, and the
+    winner becomes the run's default readout."""
+    import jax
+
+    from mediafm_jax import embed, probe
+    from mediafm_jax.data.store import ShotStore
+
+    store = ShotStore(tiny_store)
+    tasks, clips = tiny_source / "probes.json", tiny_source / "clips.jsonl"
+    candidates = ("last", "last+title")
+    try:
+        best, scores = probe.choose_readout(tiny_run, store, tasks, clips, candidates)
+        assert set(scores) == set(candidates) and best == max(scores, key=scores.get)
+        for layers in candidates:
+            embedder = embed.Embedder(tiny_run, layers=layers)  # all devices, as chosen
+            # the same titles embedded in the same batches: the same rows to the last bit
+            val = probe.run_probes(
+                embedder, store, tasks, clips, tmp_path / layers, bootstrap=0, on="val"
+            )
+            means = [r["results"]["mediafm_context"] for r in val.values() if "skipped" not in r]
+            assert scores[layers] == pytest.approx(np.mean(means), abs=1e-9)
+        assert embed.Embedder(tiny_run, devices=jax.devices()[:1]).layers == best
+    finally:
+        (tiny_run / embed.READOUT_FILE).unlink(missing_ok=True)
+
+
 def test_validation_clips_never_hold_a_test_title():
     from mediafm_jax.probe import validation_clips
     from mediafm_jax.probe.tasks import Clips, Task

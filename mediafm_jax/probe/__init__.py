@@ -24,20 +24,24 @@ from tqdm import tqdm
 
 from mediafm_jax import outputs
 from mediafm_jax.data.store import ShotStore
-from mediafm_jax.embed import Embedder, EmbeddingStore
+from mediafm_jax.embed import Embedder, EmbeddingStore, record_readout
 from mediafm_jax.probe import baselines
 from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
 from mediafm_jax.probe.metrics import interval, title_bootstrap
 from mediafm_jax.probe.report import markdown_table, write_report
 from mediafm_jax.probe.tasks import Clips, ProbeInputError, load_clips, load_tasks
+from mediafm_jax.readouts import READOUTS
 
-__all__ = ["run_probes", "ProbeInputError", "markdown_table"]
+__all__ = ["run_probes", "choose_readout", "ProbeInputError", "markdown_table"]
 EPS = 1e-6
 BASELINE = "concat"
+HAND_MADE = "title_mean"  # the label-free context baseline (baselines.py)
 
 
 def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict:
-    """95% title-bootstrap intervals per method, and paired differences from ``concat``."""
+    """95% title-bootstrap intervals per method, and paired differences: every method
+    minus ``concat``, and the model's methods minus ``title_mean`` (the label-free context
+    they have to beat)."""
     first = next(iter(scored.values()))
     per_draw = [
         [r.score_rows(rows, group) for r in scored.values()]
@@ -45,15 +49,19 @@ def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict
     ]
     values = dict(zip(scored, np.array(per_draw).T, strict=True))
     out: dict = {"ci95": {name: interval(v) for name, v in values.items()}}
-    if BASELINE in scored:
-        out["vs_" + BASELINE] = {
-            name: {
-                "delta": r.score - scored[BASELINE].score,
-                "ci95": interval(values[name] - values[BASELINE]),
+    for reference, of in (
+        (BASELINE, scored),
+        (HAND_MADE, [m for m in scored if m.startswith("mediafm_")]),
+    ):
+        if reference in scored and any(name != reference for name in of):
+            out["vs_" + reference] = {
+                name: {
+                    "delta": scored[name].score - scored[reference].score,
+                    "ci95": interval(values[name] - values[reference]),
+                }
+                for name in of
+                if name != reference
             }
-            for name, r in scored.items()
-            if name != BASELINE
-        }
     return out
 
 
@@ -122,6 +130,62 @@ def validation_clips(clips: Clips) -> Clips:
     )
 
 
+def choose_readout(
+    run_dir: str | Path,
+    store: ShotStore,
+    tasks_path: str | Path,
+    clips_path: str | Path,
+    candidates: tuple[str, ...] = READOUTS,
+    step: int | None = None,
+) -> tuple[str, dict[str, float]]:
+    """Picks the readout with the best mean ``mediafm_context`` score on validation titles
+    (probes fit on train titles, scored on val; no test title is read) and records it in
+    ``RUN/readout.json``, so embed, probe and search use it by default.
+
+    Returns (the chosen readout, the val mean of every candidate).
+    """
+    tasks = load_tasks(tasks_path)
+    clips_by_task = {
+        n: validation_clips(c) for n, c in load_clips(clips_path, tasks, store).items()
+    }
+    titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
+    main = jax.process_index() == 0
+    scores: dict[str, float] = {}
+    per_task: dict[str, dict[str, float]] = {}
+    for layers in candidates:
+        embedder = Embedder(run_dir, step=step, layers=layers)
+        context = context_rows(embedder, store, titles, None)
+        per_task[layers] = {}
+        for task in tasks:
+            clips = clips_by_task[task.name]
+            try:
+                per_task[layers][task.name] = run_probe(_pool(context, clips), clips).score
+            except ProbeSkipped:  # e.g. a task with no clip on train titles
+                continue
+        if not per_task[layers]:
+            raise ProbeInputError(
+                f"{clips_path}: no task has clips on both train and val titles to choose by"
+            )
+        scores[layers] = float(np.mean(list(per_task[layers].values())))
+        if main:
+            print(f"readout {layers}: val mean {scores[layers]:.3f} {per_task[layers]}", flush=True)
+    best = max(scores, key=scores.get)
+    if main:
+        record_readout(
+            run_dir,
+            best,
+            {
+                "split": "val",
+                "by": "mean mediafm_context score over tasks",
+                "scores": scores,
+                "tasks": per_task,
+                "step": embedder.step,
+            },
+        )
+        print(f"readout {best} chosen on validation titles, recorded in {run_dir}", flush=True)
+    return best, scores
+
+
 def run_probes(
     embedder: Embedder | None,
     store: ShotStore,
@@ -149,6 +213,12 @@ def run_probes(
     inputs += [emb.root] if emb is not None else []
     inputs += [embedder.run_dir] if embedder is not None else []
     outputs.check_output(out, "report", overwrite=overwrite, inputs=inputs)
+    written = emb.manifest.get("layers") if emb is not None else None
+    if emb is not None and embedder is not None and written != embedder.layers:
+        raise ProbeInputError(
+            f"{emb.root}: written with readout {written}, not {embedder.layers}; "
+            f"rerun `mediafm embed` or pass --layers {written}"
+        )
     tasks = load_tasks(tasks_path)
     clips_by_task = load_clips(clips_path, tasks, store)
     if on == "val":

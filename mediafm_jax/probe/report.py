@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+PAIRED_WITH = ("concat", "title_mean")  # the report's paired-difference tables
+
 
 def write_report(results: dict, out: str | Path) -> dict[str, Path]:
     """``results[task] = {"metric", "n_train", "n_test", "results": {method: score}}``,
-    optionally ``"ci95": {method: [lo, hi]}`` and ``"vs_concat": {method: {delta, ci95}}``.
+    optionally ``"ci95": {method: [lo, hi]}`` and ``"vs_concat"`` / ``"vs_title_mean"``:
+    ``{method: {delta, ci95}}``, paired differences over the same resampled titles.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,20 +51,21 @@ def markdown_table(results: dict) -> str:
                 text += f" ({low:.3f}-{high:.3f})"
             cells.append(text)
         lines.append(f"| {name} | {task['metric']} | " + " | ".join(cells) + " |")
-    differences = [
-        f"| {name} | {m} | {d['delta']:+.3f} | {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f} |"
-        for name, task in results.items()
-        for m, d in task.get("vs_concat", {}).items()
-    ]
     if any("ci95" in task for task in results.values()):
         lines += ["", "In brackets: 95% interval over resampled test titles."]
-    if differences:
-        lines += [
-            "",
-            "| task | method | minus concat | 95% interval |",
-            "|---|---|---:|---:|",
-            *differences,
+    for reference in PAIRED_WITH:
+        differences = [
+            f"| {name} | {m} | {d['delta']:+.3f} | {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f} |"
+            for name, task in results.items()
+            for m, d in task.get("vs_" + reference, {}).items()
         ]
+        if differences:
+            lines += [
+                "",
+                f"| task | method | minus {reference} (paired) | 95% interval |",
+                "|---|---|---:|---:|",
+                *differences,
+            ]
     return "\n".join(lines)
 
 
