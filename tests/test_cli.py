@@ -58,6 +58,31 @@ def test_errors_exit_2_with_one_line(tmp_path, capsys):
     assert "--dims 8,x,4,3" in capsys.readouterr().err
 
 
+def test_a_closed_pipe_is_not_a_traceback(tmp_path):
+    """`mediafm info STORE | head`: the reader leaves early; exit 141 as `cat` would."""
+    import subprocess
+    import sys
+
+    from mediafm_jax.data import ingest, synthetic
+
+    src = synthetic.write_catalog(
+        tmp_path / "src",
+        synthetic.SynthConfig(titles=2, min_shots=20, max_shots=30),
+        progress=False,
+    )
+    ingest.ingest(src, str(tmp_path / "store"), progress=False)
+    code = "import sys; from mediafm_jax import cli; "
+    code += "sys.exit(cli.main(['info', sys.argv[1]]))"
+    reader = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "store")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader.stdout.close()  # nobody reads: the first flush meets a broken pipe
+    assert reader.wait(timeout=120) == 141
+    assert b"Traceback" not in reader.stderr.read()
+
+
 def test_demo_smoke(tmp_path, capsys):
     from mediafm_jax import demo
 
@@ -66,6 +91,22 @@ def test_demo_smoke(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "[5/5] probe" in out and "report.png" in out
     assert (tmp_path / "demo" / "report" / "report.png").exists()
+    # the readout was chosen on validation titles, recorded, and the embeddings use it
+    demo_dir = tmp_path / "demo"
+    recorded = json.loads((demo_dir / "run" / "readout.json").read_text())
+    scores = recorded["chosen_on"]["scores"]
+    assert recorded["layers"] == max(scores, key=scores.get) and len(scores) == 5
+    manifest = json.loads((demo_dir / "embeddings" / "manifest.json").read_text())
+    assert manifest["layers"] == recorded["layers"]
+    args = ["probe", "--workdir", str(demo_dir / "run"), "--store", str(demo_dir / "store")]
+    args += ["--tasks", str(demo_dir / "source" / "probes.json"), "--out", str(tmp_path / "r")]
+    args += ["--clips", str(demo_dir / "source" / "clips.jsonl")]
+    assert cli.main([*args, "--choose-readout", "--layers", "last"]) == 2
+    assert "drop --layers" in capsys.readouterr().err
+    other = "last" if recorded["layers"] != "last" else "mean"
+    assert cli.main([*args, "--layers", other, "--emb", str(demo_dir / "embeddings")]) == 2
+    assert f"written with readout {recorded['layers']}, not {other}" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("user data")
     assert cli.main(["demo", "--out", str(tmp_path / "other")]) == 2

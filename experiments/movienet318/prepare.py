@@ -36,6 +36,8 @@ from typing import Protocol
 
 import numpy as np
 
+from mediafm_jax import outputs
+
 FPS_GUESSES = (23.976, 24.0, 25.0)
 DEFAULT_FPS = 24.0
 CUT_WINDOW_S = 0.5
@@ -253,7 +255,13 @@ def embed_cached(embedder: TextEmbedder, texts: list[str], cache: Path) -> np.nd
         else np.zeros((0, embedder.dim), np.float32)
     )
     cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, out)
+
+    # whole or absent: a run killed mid-write must not leave a cache entry read as good
+    def save(temp: Path) -> None:
+        with temp.open("wb") as f:  # a file object: np.save would add ".npy" to a name
+            np.save(f, out, allow_pickle=False)
+
+    outputs.atomic_file(path, save)
     return out
 
 

@@ -168,7 +168,8 @@ def choose_readout(
             )
         scores[layers] = float(np.mean(list(per_task[layers].values())))
         if main:
-            print(f"readout {layers}: val mean {scores[layers]:.3f} {per_task[layers]}", flush=True)
+            tasks_text = ", ".join(f"{k} {v:.3f}" for k, v in per_task[layers].items())
+            print(f"readout {layers}: val mean {scores[layers]:.3f} ({tasks_text})", flush=True)
     best = max(scores, key=scores.get)
     if main:
         record_readout(
