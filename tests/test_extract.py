@@ -584,7 +584,15 @@ def test_a_stopped_extract_leaves_no_half_title_and_resumes(tmp_path, signal_nam
     env = dict(os.environ, PYTHONPATH=str(tmp_path), SLOW_MARKS=str(marks))
     argv = [sys.executable, "-m", "mediafm_jax.cli", "extract", str(folder), str(out)]
     argv += ["--video-encoder", "slow_enc:Slow", "--no-speech", "--workers", str(workers)]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # a suite started in the background (`make test &`) inherits SIGINT ignored, and
+        # Python then installs no Ctrl-C handler: give the child a terminal's default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while not any(marks.iterdir()) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
