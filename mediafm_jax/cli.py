@@ -149,7 +149,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     _start_distributed(args)
     import jax
 
-    from mediafm_jax import embed, probe
+    from mediafm_jax import embed, outputs, probe
     from mediafm_jax.data.store import ShotStore
 
     store = ShotStore(args.store)
@@ -157,6 +157,11 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     if args.choose_readout:
         if args.layers:
             raise UsageError("--choose-readout picks the readout; drop --layers")
+        # --out is checked before minutes of choosing and before the run's record changes
+        inputs = [args.store, args.tasks, args.clips, args.workdir] + (
+            [args.emb] if args.emb else []
+        )
+        outputs.check_output(args.out, "report", overwrite=args.overwrite, inputs=inputs)
         # every process computes the same choice: none waits for process 0's record
         layers, _ = probe.choose_readout(
             args.workdir, store, args.tasks, args.clips, step=args.step

@@ -158,7 +158,11 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
     stage(4, "embed: the readout chosen on validation titles, then every shot in context")
     store = ShotStore(str(out / "store"))
     tasks, clips = out / "source" / "probes.json", out / "source" / "clips.jsonl"
-    layers, _ = probe.choose_readout(out / "run", store, tasks, clips)
+    try:
+        layers, _ = probe.choose_readout(out / "run", store, tasks, clips)
+    except probe.ProbeInputError as reason:  # e.g. too few titles for a validation split
+        layers = "last"
+        print(f"readout: last, none could be chosen on validation titles ({reason})")
     embedder = embed.Embedder(out / "run", layers=layers)
     emb = embed.embed_store(embedder, store, str(out / "embeddings"))
 

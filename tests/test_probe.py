@@ -265,3 +265,21 @@ def test_bad_probe_input_through_the_cli(tiny_run, tiny_store, tiny_source, tmp_
     argv += ["--out", str(out), "--bootstrap", "0"]
     assert_one_line_error(argv, capsys, tmp_path, f"{clips} line {line_no}: 'target' is nan")
     assert not out.exists()
+
+
+def test_a_ranking_task_on_one_title_is_skipped_not_a_traceback():
+    # `mediafm demo --titles 1`: cross-validation by title has no title to hold out.
+    from mediafm_jax.probe.linear import ProbeSkipped
+
+    clips = _clips(Task("rank", "ranking", "kendall_tau", folds=5), n_titles=1)
+    with pytest.raises(ProbeSkipped, match="at least 2 titles"):
+        run_probe(np.random.default_rng(0).normal(size=(len(clips), 4)), clips)
+
+
+def test_a_report_of_skipped_tasks_only_is_written(tmp_path):
+    from mediafm_jax.probe.report import write_report
+
+    skipped = {"metric": "ap", "skipped": "needs clips of at least 2 titles", "results": {}}
+    paths = write_report({"popularity": skipped}, tmp_path)
+    assert "skipped: needs clips of at least 2 titles" in paths["md"].read_text()
+    assert paths["png"].stat().st_size > 1000

@@ -144,6 +144,8 @@ def choose_readout(
 
     Returns (the chosen readout, the val mean of every candidate).
     """
+    if not candidates:
+        raise ValueError("choose_readout: no candidate readouts")
     tasks = load_tasks(tasks_path)
     clips_by_task = {
         n: validation_clips(c) for n, c in load_clips(clips_path, tasks, store).items()

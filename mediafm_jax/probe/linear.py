@@ -104,6 +104,8 @@ def classification_probe(features: np.ndarray, clips: Clips, seed: int = 0) -> P
 def ranking_probe(features: np.ndarray, clips: Clips) -> ProbeResult:
     y = clips.target.astype(float)
     folds = min(clips.task.folds, len(np.unique(clips.title)))
+    if folds < 2:  # cross-validation grouped by title needs a title to hold out
+        raise ProbeSkipped("needs clips of at least 2 titles (cross-validated by title)")
     predictions = np.zeros(len(clips))
     sizes = []
     for train, test in GroupKFold(n_splits=folds).split(features, y, groups=clips.title):
