@@ -40,8 +40,8 @@ READOUT_FILE = "readout.json"  # RUN/readout.json: the readout chosen on validat
 
 
 def recorded_readout(run_dir: str | Path) -> str | None:
-    """The readout recorded in ``RUN/readout.json`` (``experiments/ablations.py`` writes
-    it after choosing on validation titles), or None when the run records none."""
+    """The readout recorded in ``RUN/readout.json`` (``probe.choose_readout`` writes it
+    after choosing on validation titles), or None when the run records none."""
     path = Path(run_dir) / READOUT_FILE
     if not path.is_file():
         return None

@@ -10,8 +10,9 @@ JAX (the command line lists them); ``embed.Embedder`` computes them.
   (a film longer than one window is summarized whole); for an isolated clip the encoder
   saw only the clip, so the summary is the clip's own mean.
 
-The run's readout is chosen on validation titles (``experiments/ablations.py``) and
-recorded in ``RUN/readout.json``; embed, probe and search use it by default.
+The run's readout is chosen on validation titles (``probe.choose_readout``: ``mediafm
+probe --choose-readout``, the demo, ``experiments/ablations.py``) and recorded in
+``RUN/readout.json``; embed, probe and search use it by default, else ``last``.
 """
 
 READOUTS = ("last", "mean", "last+input", "last+title", "last+input+title")
