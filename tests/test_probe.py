@@ -176,12 +176,16 @@ def test_bootstrap_interval_matches_normal_theory_for_a_mean():
     np.testing.assert_allclose(interval(boot), expected, atol=0.15 * half)
 
 
-def test_paired_difference_from_concat():
-    task = Task("bin", "binary", "ap")
-    clips = _clips(task, n_titles=60)
-    rng = np.random.default_rng(3)
-    noise = rng.normal(size=(len(clips), 8))
+def _signal_and_noise(seed: int):
+    """A binary task on 60 titles; features that carry its label, and features that do not."""
+    clips = _clips(Task("bin", "binary", "ap"), n_titles=60)
+    noise = np.random.default_rng(seed).normal(size=(len(clips), 8))
     informative = np.concatenate([clips.target[:, None] + 0.3 * noise[:, :1], noise[:, 1:]], 1)
+    return clips, informative, noise
+
+
+def test_paired_difference_from_concat():
+    clips, informative, noise = _signal_and_noise(seed=3)
     scored = {
         "good": run_probe(informative, clips),
         "same": run_probe(noise, clips),
@@ -198,11 +202,7 @@ def test_paired_difference_from_concat():
 
 
 def test_paired_difference_from_title_mean_is_the_models_only():
-    task = Task("bin", "binary", "ap")
-    clips = _clips(task, n_titles=60)
-    rng = np.random.default_rng(4)
-    noise = rng.normal(size=(len(clips), 8))
-    informative = np.concatenate([clips.target[:, None] + 0.3 * noise[:, :1], noise[:, 1:]], 1)
+    clips, informative, noise = _signal_and_noise(seed=4)
     scored = {
         "mediafm_context": run_probe(informative, clips),
         "concat": run_probe(noise, clips),

@@ -124,26 +124,41 @@ def time_jax(spec, steps: int) -> float:
     return step_seconds(cfg, dims, make_batch(batch, window, fused), steps, jax.devices()[0])
 
 
-def jax_step_runner(cfg, dims, host: dict, device) -> tuple[Callable[[], None], object]:
-    """(one jitted, donated train step on ``device`` that waits for itself, its mesh)."""
-    import jax
+class StepRunner:
+    """One jitted, donated train step on one device; calling it runs a step and waits."""
 
-    from mediafm_jax import sharding, train
+    def __init__(self, cfg, dims, host: dict, device):
+        from mediafm_jax import sharding, train
 
-    mesh = sharding.make_mesh(cfg.mesh, [device])
-    setup = train.TrainSetup.create(cfg, dims, mesh)
-    state = setup.init_state(0)
-    step = setup.jit_train_step(host)
-    batch = sharding.global_batch(host, mesh)
-    done = 0
+        self.mesh = sharding.make_mesh(cfg.mesh, [device])
+        setup = train.TrainSetup.create(cfg, dims, self.mesh)
+        self.state = setup.init_state(0)
+        self.step = setup.jit_train_step(host)
+        self.batch = sharding.global_batch(host, self.mesh)
+        self.done = 0
 
-    def one_step() -> None:
-        nonlocal state, done  # the state is donated: carry it from step to step
-        state, metrics = step(state, batch, train.step_key(0, done))
+    def _key(self):
+        from mediafm_jax import train
+
+        return train.step_key(0, self.done)
+
+    def __call__(self) -> None:
+        import jax
+
+        # the state is donated: carry it from step to step
+        self.state, metrics = self.step(self.state, self.batch, self._key())
         jax.block_until_ready(metrics)
-        done += 1
+        self.done += 1
 
-    return one_step, mesh
+    def memory_analysis(self):
+        """XLA's buffer assignment for the step (compiled once more, ahead of time)."""
+        return self.step.lower(self.state, self.batch, self._key()).compile().memory_analysis()
+
+
+def jax_step_runner(cfg, dims, host: dict, device) -> tuple[StepRunner, object]:
+    """(one jitted, donated train step on ``device`` that waits for itself, its mesh)."""
+    runner = StepRunner(cfg, dims, host, device)
+    return runner, runner.mesh
 
 
 def step_seconds(cfg, dims, host: dict, steps: int, device) -> float:

@@ -17,9 +17,9 @@ import argparse
 
 import jax
 import numpy as np
-from train_step import bench_config, bench_dims, make_batch, median_seconds
+from train_step import bench_config, bench_dims, jax_step_runner, make_batch, median_seconds
 
-from mediafm_jax import plan, sharding, train
+from mediafm_jax import plan
 
 MODEL = (192, 3, 6, 768)  # hidden, layers, heads, mlp: configs/movienet.py
 FUSED = TITLE = 384
@@ -33,23 +33,10 @@ def measure(window: int, shots: int, steps: int) -> dict:
     dims = bench_dims(FUSED, TITLE)
     host = make_batch(batch, window, FUSED)
     host["title_embedding"] = np.resize(host["title_embedding"], (batch, TITLE))
-    mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
-    setup = train.TrainSetup.create(cfg, dims, mesh)
-    state = setup.init_state(0)
-    step = setup.jit_train_step(host)
-    batch_arrays = sharding.global_batch(host, mesh)
+    runner, mesh = jax_step_runner(cfg, dims, host, jax.devices()[0])
     with jax.set_mesh(mesh):
-        compiled = step.lower(state, batch_arrays, train.step_key(0, 0)).compile()
-        memory = compiled.memory_analysis()
-        done = 0
-
-        def one_step() -> None:
-            nonlocal state, done
-            state, metrics = step(state, batch_arrays, train.step_key(0, done))
-            jax.block_until_ready(metrics)
-            done += 1
-
-        seconds = median_seconds(one_step, steps, warmup=2)
+        memory = runner.memory_analysis()
+        seconds = median_seconds(runner, steps, warmup=2)
     return {
         "window": window,
         "batch": batch,
