@@ -1,4 +1,4 @@
-"""The README's "Reliability" table: every fault scenario we try, how many cases, how many held.
+"""The table of docs/RELIABILITY.md: every fault scenario we try, its cases, how many held.
 
 Runs the fault tests (damaged stores and checkpoints, careless inputs and configs, outputs
 pointing at inputs, kills and signals) with pytest and tallies them per test: one row per

@@ -1,7 +1,7 @@
 """The ``mediafm`` command line: parse, call, report.
 
 Expected failures (bad input, bad config, incomplete store) print one line naming what is
-wrong and where, and exit with code 2. (Contract: DESIGN.md §3.4.)
+wrong and where, and exit with code 2. (Contract: docs/DESIGN.md §3.4.)
 """
 
 from __future__ import annotations

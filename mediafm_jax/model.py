@@ -1,4 +1,4 @@
-"""The MediaFM encoder (Flax NNX), DESIGN.md §1 and §4.
+"""The MediaFM encoder (Flax NNX), docs/DESIGN.md §1 and §4.
 
 fused shots [B, W, F] -> input projection -> [MASK] where selected -> prepend [CLS] and
 [GLOBAL] (the title embedding through its own projection) -> + learned positions ->

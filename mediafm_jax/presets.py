@@ -36,7 +36,7 @@ def demo() -> ExperimentConfig:
 
     192 hidden x 3 layers rather than 128 x 4 at about the same cost: with 128 hidden the
     in-context embeddings lost to the raw inputs on the 100-class tone probe (0.66 vs
-    0.73 micro AP); at 192 they match them and gain elsewhere (README, "Demo").
+    0.73 micro AP); at 192 they match them and gain elsewhere (docs/RESULTS.md, "Demo").
     """
     return ExperimentConfig(
         name="demo",

@@ -14,7 +14,7 @@ Two engines: exact search (a normalized float32 matmul over row chunks of 32k, s
 temporary scores stay bounded whatever the catalog size) and, for large catalogs, an
 inverted-file index from ``faiss`` (faiss-cpu, the optional ``[search]`` extra). ``backend="auto"``
 picks the index from ``INDEX_MIN_ROWS`` rows up, chosen by measuring
-(experiments/benchmarks/search.py, numbers in the README); without faiss installed it says
+(experiments/benchmarks/search.py, numbers in docs/BENCHMARKS.md); without faiss installed it says
 so in one line and searches exactly.
 """
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 METHODS = ("context", "concat")
 BACKENDS = ("auto", "exact", "faiss")
-INDEX_MIN_ROWS = 200_000  # from here on "auto" builds a faiss IVF index (README: measured)
+INDEX_MIN_ROWS = 200_000  # "auto" builds a faiss IVF index from here (docs/BENCHMARKS.md)
 CHUNK_ROWS = 32_768
 EPS = 1e-6
 

@@ -1,7 +1,7 @@
 """Pictures of a search: a contact sheet of thumbnails, or a timeline when there are none.
 
 Thumbnails come from ``SRC/thumbs/<title_id>/<shot>.jpg`` (written by ``mediafm extract``,
-DESIGN.md §3.8, with the shot index zero-padded to five digits, ``00012.jpg``; an unpadded
+docs/DESIGN.md §3.8, with the shot index zero-padded to five digits, ``00012.jpg``; an unpadded
 ``12.jpg`` is read too). The sheet is a grid of equal panels, the query first (framed), then the
 neighbours in rank order, each labelled with rank, score, title, shot and time; a panel
 whose thumbnail is missing is drawn grey with "no thumbnail". With no thumbnail at all, a

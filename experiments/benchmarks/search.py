@@ -11,8 +11,8 @@ catalog rows. For each (size, dim): exact search (normalized float32 matmul in c
 time, queries/s (all queries in one batch, ``--threads``), the ratio of its queries/s to
 exact's, the median latency of single queries (``ms/1 q``: what one ``mediafm search``
 pays after loading), and recall@10 against the truth. A library that is not installed
-is skipped with a line. ``mediafm search`` uses the ``faiss-ivf`` settings (README
-"Search" says why).
+is skipped with a line. ``mediafm search`` uses the ``faiss-ivf`` settings (docs/BENCHMARKS.md,
+"Search", says why).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MovieNet-318 + MovieLens -> the ingest-source layout (DESIGN.md §3.1), text only.
+"""MovieNet-318 + MovieLens -> the ingest-source layout (docs/DESIGN.md §3.1), text only.
 
     python experiments/movienet318/prepare.py --movienet ../shared/data/movienet318 \
         --movielens ../shared/data/movielens-small --out runs/movienet318/src

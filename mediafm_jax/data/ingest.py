@@ -1,4 +1,4 @@
-"""Ingest source (DESIGN.md §3.1) -> shot store (§3.2), validated and committed atomically.
+"""Ingest source (docs/DESIGN.md §3.1) -> shot store (§3.2), validated and committed atomically.
 
 Two passes: the first reads only npz headers and the metadata files, so every structural
 problem (missing or unknown titles, ranks, dtypes, dims) is reported before a byte is

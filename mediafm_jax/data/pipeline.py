@@ -1,4 +1,4 @@
-"""The Grain input pipeline: shot windows -> the batch of DESIGN.md §3.3.
+"""The Grain input pipeline: shot windows -> the batch of docs/DESIGN.md §3.3.
 
 The dataset is a random-access Grain ``MapDataset`` over *global* batches:
 

@@ -1,4 +1,4 @@
-"""The TensorStore shot store (DESIGN.md §3.2).
+"""The TensorStore shot store (docs/DESIGN.md §3.2).
 
 One zarr v3 group per catalog: raw modality columns side by side in ``shots`` (fp16,
 sharded codec, 64-row inner chunks, no compression), a presence mask, CSR title offsets,

@@ -1,4 +1,4 @@
-"""Raw video in: ``mediafm extract VIDEOS... OUT_SRC`` (DESIGN.md §3.8).
+"""Raw video in: ``mediafm extract VIDEOS... OUT_SRC`` (docs/DESIGN.md §3.8).
 
 Modules, in the order a video meets them: ``decode`` (PyAV, one streaming pass),
 ``shots`` (PySceneDetect cuts, bounded frame samples), ``encoders`` (the registry of

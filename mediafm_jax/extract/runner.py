@@ -1,4 +1,4 @@
-"""``mediafm extract``: many videos -> one ingest source (DESIGN.md §3.1 and §3.8).
+"""``mediafm extract``: many videos -> one ingest source (docs/DESIGN.md §3.1 and §3.8).
 
 Finds the videos, checks the output folder is ours, skips what an earlier run already
 extracted with the same settings from the same unchanged file (size and mtime), runs the

@@ -1,4 +1,4 @@
-"""Muon, written by hand as an optax ``GradientTransformation`` (DESIGN.md §5).
+"""Muon, written by hand as an optax ``GradientTransformation`` (docs/DESIGN.md §5).
 
 update = scale(shape) * NS(nesterov(momentum(g))), with NS the quintic Newton-Schulz
 iteration that maps a matrix to (nearly) the orthogonal factor of its polar decomposition.

@@ -1,4 +1,4 @@
-"""Linear probes of frozen clip embeddings: the ablation report of DESIGN.md §1.
+"""Linear probes of frozen clip embeddings: the ablation report of docs/DESIGN.md §1.
 
 Methods, each a clip feature from mean-pooling the clip's shots ``[start, end)``:
 ``mediafm_context`` (in-context embeddings), ``mediafm_isolated`` (the encoder run on

@@ -1,4 +1,4 @@
-"""The probe report: report.json (DESIGN.md §3.5), report.md (the table), report.png."""
+"""The probe report: report.json (docs/DESIGN.md §3.5), report.md (the table), report.png."""
 
 from __future__ import annotations
 

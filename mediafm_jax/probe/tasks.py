@@ -1,4 +1,4 @@
-"""Probe tasks and clips (DESIGN.md §3.1), validated, with train/val/test splits by title."""
+"""Probe tasks and clips (docs/DESIGN.md §3.1), validated, with train/val/test splits by title."""
 
 from __future__ import annotations
 
