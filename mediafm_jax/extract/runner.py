@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from mediafm_jax import outputs
 from mediafm_jax.errors import ExtractError
-from mediafm_jax.extract import encoders, pipeline, speech
+from mediafm_jax.extract import encoders, speech, title
 
 FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
@@ -187,8 +187,8 @@ def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(settings: pipeline.Settings, threads: int, slots: Any, stop: Any = None) -> None:
-    _WORKER["models"] = pipeline.Models(settings, threads)
+def _init_worker(settings: title.Settings, threads: int, slots: Any, stop: Any = None) -> None:
+    _WORKER["models"] = title.Models(settings, threads)
     _WORKER["slot"] = slots.get() if slots is not None else 0
     _WORKER["stop"], _WORKER["parent"] = stop, os.getppid()
     if stop is not None:  # a worker process: it stops when the parent says so or dies
@@ -233,7 +233,7 @@ def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any] | None]:
     )
     try:
         record.update(
-            pipeline.extract_video(
+            title.extract_video(
                 video.path, video.title_id, out, _WORKER["models"].settings, _WORKER["models"], bar
             )
         )
@@ -242,7 +242,7 @@ def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any] | None]:
         if not isinstance(err, ExtractError):
             message = f"{type(err).__name__}: {message}"
         record.update(status="failed", error=message)
-        pipeline.remove_title(out, video.title_id)
+        title.remove_title(out, video.title_id)
     finally:
         bar.close()
     return video.title_id, record
@@ -290,7 +290,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _plan(
-    out: Path, videos: list[Video], settings: pipeline.Settings
+    out: Path, videos: list[Video], settings: title.Settings
 ) -> tuple[dict[str, Any], list[Video], list[str]]:
     """(records of earlier runs, videos to extract, title ids already done)."""
     manifest = load_manifest(out)
@@ -323,7 +323,7 @@ def _plan(
 def extract(
     inputs: list[str | Path],
     out: str | Path,
-    settings: pipeline.Settings | None = None,
+    settings: title.Settings | None = None,
     workers: int = 1,
     dry_run: bool = False,
     log: Any = print,
@@ -334,7 +334,7 @@ def extract(
     nothing half-written; worker processes stop with it.
     """
     started = time.perf_counter()
-    settings = settings or pipeline.Settings()
+    settings = settings or title.Settings()
     if workers < 1:
         raise ExtractError(f"--workers {workers}: must be at least 1")
     if settings.shots not in ("adaptive", "transnetv2"):
@@ -377,7 +377,7 @@ def extract(
 
 def _run(
     out: Path,
-    settings: pipeline.Settings,
+    settings: title.Settings,
     described: list[dict[str, Any]],
     records: dict[str, Any],
     todo: list[Video],
@@ -455,7 +455,7 @@ def _run(
 
 def _run_pool(
     out: Path,
-    settings: pipeline.Settings,
+    settings: title.Settings,
     todo: list[Video],
     workers: int,
     threads: int,
