@@ -440,9 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     p.add_argument(
         "--shots",
-        choices=("adaptive", "transnetv2"),
         default="adaptive",
-        help="PySceneDetect adaptive (default) or TransNetV2 (~10 frames/s on a CPU)",
+        help="shot detector: adaptive (PySceneDetect, default), transnetv2 (~10 frames/s on a "
+        "CPU) or module:Class",
     )
     p.add_argument("--min-shot-s", type=float, default=0.6, help="shortest shot between cuts")
     p.add_argument("--frames-per-shot", type=int, default=3, help="frames averaged per shot")

