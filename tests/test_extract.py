@@ -224,7 +224,7 @@ def test_two_workers_match_one(extracted, videos, tmp_path):
     folder.mkdir()
     for name in ("bikes.mp4", "broken.mp4"):
         shutil.copy(videos / name, folder / name)
-    summary = extract([folder], tmp_path / "out2", workers=2, log=lambda *_: None)
+    summary = extract([folder], tmp_path / "out2", Settings(workers=2), log=lambda *_: None)
     assert summary.done == ["bikes"] and list(summary.failed) == ["broken"]
     a, b = _load(out, "bikes"), _load(tmp_path / "out2", "bikes")
     np.testing.assert_allclose(a["start_s"], b["start_s"])
@@ -245,6 +245,9 @@ def test_rerun_skips_finished_videos_and_redoes_changed_ones(extracted, videos, 
     assert summary.done == ["bikes"] and sorted(summary.skipped) == ["speech", "subbed"]
     with pytest.raises(ExtractError, match="frames_per_shot: 3 -> 2"):
         extract([videos], out, Settings(frames_per_shot=2))
+    # workers change how fast, not what is written: not a settings change
+    summary = extract([videos], out, Settings(workers=2), log=lambda *_: None)
+    assert sorted(summary.skipped) == ["bikes", "speech", "subbed"]
 
 
 def _torch_mobilenet_v2():
@@ -531,15 +534,28 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
     (folder / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
     cases = {
-        "--min-shot-s nan: must be a number >= 0": ["--min-shot-s", "nan"],
-        "--min-shot-s inf: must be a number >= 0": ["--min-shot-s", "inf"],
-        "--frames-per-shot 0: must be at least 1": ["--frames-per-shot", "0"],
-        "--subtitle-encoding bogus: unknown encoding": ["--subtitle-encoding", "bogus"],
+        "min_shot_s nan: Input should be a finite number": ["--min-shot-s", "nan"],
+        "min_shot_s inf: Input should be a finite number": ["--min-shot-s", "inf"],
+        "min_shot_s -1.0: Input should be greater than or equal to 0": ["--min-shot-s", "-1"],
+        "frames_per_shot 0: Input should be greater than or equal to 1": ["--frames-per-shot", "0"],
+        "frames_per_shot 17: Input should be less than or equal to 16": ["--frames-per-shot", "17"],
+        "subtitle_encoding 'bogus': unknown encoding": ["--subtitle-encoding", "bogus"],
+        "shots 'nope': unknown; registered: adaptive, transnetv2": ["--shots", "nope"],
+        "video_encoder 'nope': unknown; registered: ": ["--video-encoder", "nope"],
+        "text_encoder 'mediafm_jax.extract.encoders:MobileNetV2': is not a text encoder": [
+            "--text-encoder",
+            "mediafm_jax.extract.encoders:MobileNetV2",
+        ],
+        "workers 0: Input should be greater than or equal to 1": ["--workers", "0"],
+        "silence_dbfs 3.0: Input should be less than or equal to 0": ["--silence-dbfs", "3"],
+        "thumb_width 8: Input should be greater than or equal to 16": ["--thumb-width", "8"],
     }
     for expected, extra in cases.items():
         assert cli.main(["extract", str(folder), str(out), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and expected in err[0], (expected, err)
+        assert len(err) == 1 and f"mediafm extract: error: settings: {expected}" in err[0], err
+    with pytest.raises(ExtractError, match="^extract settings: speech 'maybe': Input should be"):
+        Settings.parse(speech="maybe")
     assert not out.exists()
     # an output where every video failed holds no title of the old settings: new ones may go
     assert extract([folder], out, FAST, log=lambda *_: None).failed
