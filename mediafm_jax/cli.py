@@ -275,22 +275,33 @@ def _cmd_plan(args: argparse.Namespace) -> None:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from mediafm_jax import extract
 
-    settings = extract.Settings(
-        shots=args.shots,
-        min_shot_s=args.min_shot_s,
-        frames_per_shot=args.frames_per_shot,
-        video_encoder=args.video_encoder,
-        audio_encoder=args.audio_encoder,
-        text_encoder=args.text_encoder,
-        speech=not args.no_speech,
-        subtitle_encoding=args.subtitle_encoding,
-    )
-    summary = extract.extract(
-        args.inputs, args.out, settings, workers=args.workers, dry_run=args.dry_run
-    )
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(extract.Settings)
+        if hasattr(args, f.name)
+    }
+    settings = extract.Settings.parse("settings", **given)
+    summary = extract.extract(args.inputs, args.out, settings, dry_run=args.dry_run)
     return 2 if summary.failed else 0
+
+
+class _ExtractHelp(argparse.HelpFormatter):
+    """Shows each extract setting's default, read from ``extract.Settings`` only when help
+    is printed (the settings' home; importing it costs every other command time)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        import dataclasses
+
+        from mediafm_jax.extract.settings import Settings
+
+        defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+        if defaults.get(action.dest) not in (None, True):
+            return f"{action.help} (default {defaults[action.dest]})"
+        return action.help
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -434,29 +445,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="video files/folders -> shots with video, audio and text embeddings (an ingest source)",
         description="Writes OUT_SRC/titles.jsonl, shots/<title>.npz, thumbs/<title>/, text/<title>.json "
         "and extract.json. Exit code 2 when any video failed (the others are still written).",
+        formatter_class=_ExtractHelp,
+        argument_default=argparse.SUPPRESS,  # unset settings take extract.Settings' defaults
     )
     p.add_argument("inputs", nargs="+", metavar="VIDEOS", help="video files or folders of them")
     p.add_argument("out", metavar="OUT_SRC")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
+    p.add_argument("--workers", type=int, help="parallel processes")
     p.add_argument(
         "--shots",
-        choices=("adaptive", "transnetv2"),
-        default="adaptive",
-        help="PySceneDetect adaptive (default) or TransNetV2 (~10 frames/s on a CPU)",
+        help="shot detector: adaptive (PySceneDetect), transnetv2 (~10 frames/s on a CPU) "
+        "or module:Class",
     )
-    p.add_argument("--min-shot-s", type=float, default=0.6, help="shortest shot between cuts")
-    p.add_argument("--frames-per-shot", type=int, default=3, help="frames averaged per shot")
+    p.add_argument("--min-shot-s", type=float, help="shortest shot between cuts, seconds")
+    p.add_argument("--frames-per-shot", type=int, help="frames averaged per shot")
+    p.add_argument("--video-encoder", help="registered name or module:Class")
+    p.add_argument("--audio-encoder", help="registered name or module:Class")
+    p.add_argument("--text-encoder", help="registered name or module:Class")
     p.add_argument(
-        "--video-encoder", default="mobilenet_v2", help="registered name or module:Class"
+        "--no-speech",
+        dest="speech",
+        action="store_false",
+        help="no speech to text without subtitles",
     )
-    p.add_argument("--audio-encoder", default="logmel_stats")
-    p.add_argument("--text-encoder", default="minilm_l6")
-    p.add_argument("--no-speech", action="store_true", help="no speech to text without subtitles")
+    p.add_argument("--silence-dbfs", type=float, help="a shot quieter than this has no audio")
+    p.add_argument("--thumb-width", type=int, help="thumbnail width, pixels")
     p.add_argument(
         "--subtitle-encoding",
         help="read sidecar subtitles in this encoding (default: BOM, UTF-8, else detected)",
     )
-    p.add_argument("--dry-run", action="store_true", help="list what would be done, do nothing")
+    p.add_argument(
+        "--dry-run", action="store_true", default=False, help="list what would be done, do nothing"
+    )
     p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("demo", help="synth -> ingest -> train -> embed -> probe, on this CPU")

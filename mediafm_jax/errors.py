@@ -8,6 +8,8 @@ Ctrl-C prints one line and exits with code 130.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class UserError(ValueError):
     """Base of the errors the user can fix; the message names the file, key or value at fault."""
@@ -54,3 +56,21 @@ EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `cat big | head` reports
+
+
+def validation_message(err: Any, where: str) -> str:
+    """A pydantic ``ValidationError`` as one line: ``where: key value: reason; ...``.
+
+    ``err`` is typed loosely so this module needs no pydantic import. A validator's own
+    ``ValueError`` reason is kept without pydantic's "Value error, " prefix.
+    """
+    parts = []
+    for error in err.errors(include_url=False):
+        key = ".".join(str(part) for part in error["loc"]) or "value"
+        reason = error["msg"].removeprefix("Value error, ")
+        value = error.get("input")
+        shown = "" if error["type"] in ("missing", "unexpected_keyword_argument") else f" {value!r}"
+        if error["type"] == "unexpected_keyword_argument":
+            reason = "unknown setting"
+        parts.append(f"{key}{shown}: {reason}")
+    return f"{where}: {'; '.join(parts)}"

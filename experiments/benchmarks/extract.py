@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mediafm_jax.extract import STAGES, encoders, extract, media, shots
+from mediafm_jax.extract import STAGES, Settings, encoders, extract, media, shots
 from mediafm_jax.extract.decode import stream_frames
 
 
@@ -49,7 +49,7 @@ def run(videos: list[Path], out: Path, workers: int) -> dict:
     if out.exists():
         shutil.rmtree(out)
     started = time.perf_counter()
-    summary = extract(videos, out, workers=workers, log=lambda *_: None)
+    summary = extract(videos, out, Settings(workers=workers), log=lambda *_: None)
     wall = time.perf_counter() - started
     if summary.failed:
         raise SystemExit(f"extraction failed: {summary.failed}")

@@ -9,13 +9,11 @@ A video that fails costs one line; the others go on, and the summary lists the f
 
 from __future__ import annotations
 
-import codecs
 import concurrent.futures
 import contextlib
 import dataclasses
 import importlib.metadata
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -30,7 +28,8 @@ from tqdm import tqdm
 
 from mediafm_jax import outputs
 from mediafm_jax.errors import ExtractError
-from mediafm_jax.extract import encoders, pipeline, speech
+from mediafm_jax.extract import encoders, speech, title
+from mediafm_jax.extract.settings import Settings
 
 FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
@@ -187,8 +186,8 @@ def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(settings: pipeline.Settings, threads: int, slots: Any, stop: Any = None) -> None:
-    _WORKER["models"] = pipeline.Models(settings, threads)
+def _init_worker(settings: Settings, threads: int, slots: Any, stop: Any = None) -> None:
+    _WORKER["models"] = title.Models(settings, threads)
     _WORKER["slot"] = slots.get() if slots is not None else 0
     _WORKER["stop"], _WORKER["parent"] = stop, os.getppid()
     if stop is not None:  # a worker process: it stops when the parent says so or dies
@@ -232,17 +231,13 @@ def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any] | None]:
         bar_format="{desc}: {n:.0f}s of video [{elapsed}, {rate_fmt}]",
     )
     try:
-        record.update(
-            pipeline.extract_video(
-                video.path, video.title_id, out, _WORKER["models"].settings, _WORKER["models"], bar
-            )
-        )
+        record.update(title.extract_video(video.path, video.title_id, out, _WORKER["models"], bar))
     except Exception as err:  # noqa: BLE001 - one video's failure must not stop the batch
         message = str(err).splitlines()[0] if str(err) else ""
         if not isinstance(err, ExtractError):
             message = f"{type(err).__name__}: {message}"
         record.update(status="failed", error=message)
-        pipeline.remove_title(out, video.title_id)
+        title.remove_title(out, video.title_id)
     finally:
         bar.close()
     return video.title_id, record
@@ -290,7 +285,7 @@ def _sigterm_interrupts() -> Iterator[None]:
 
 
 def _plan(
-    out: Path, videos: list[Video], settings: pipeline.Settings
+    out: Path, videos: list[Video], settings: Settings
 ) -> tuple[dict[str, Any], list[Video], list[str]]:
     """(records of earlier runs, videos to extract, title ids already done)."""
     manifest = load_manifest(out)
@@ -323,34 +318,18 @@ def _plan(
 def extract(
     inputs: list[str | Path],
     out: str | Path,
-    settings: pipeline.Settings | None = None,
-    workers: int = 1,
+    settings: Settings | None = None,
     dry_run: bool = False,
     log: Any = print,
 ) -> Summary:
-    """Extracts every video under ``inputs`` into ``out``; returns what was done.
+    """Extracts every video under ``inputs`` into ``out`` with ``settings`` (checked when
+    they were built; ``settings.workers`` processes); returns what was done.
 
     Ctrl-C or SIGTERM stops it (KeyboardInterrupt) with the finished videos recorded and
     nothing half-written; worker processes stop with it.
     """
     started = time.perf_counter()
-    settings = settings or pipeline.Settings()
-    if workers < 1:
-        raise ExtractError(f"--workers {workers}: must be at least 1")
-    if settings.shots not in ("adaptive", "transnetv2"):
-        raise ExtractError(f"--shots {settings.shots}: expected adaptive or transnetv2")
-    if settings.frames_per_shot < 1:
-        raise ExtractError(f"--frames-per-shot {settings.frames_per_shot}: must be at least 1")
-    if not (math.isfinite(settings.min_shot_s) and settings.min_shot_s >= 0):
-        raise ExtractError(f"--min-shot-s {settings.min_shot_s}: must be a number >= 0")
-    if settings.subtitle_encoding is not None:
-        try:
-            codecs.lookup(settings.subtitle_encoding)
-        except LookupError:
-            raise ExtractError(
-                f"--subtitle-encoding {settings.subtitle_encoding}: unknown encoding "
-                "(e.g. cp1252, latin-1, utf-16)"
-            ) from None
+    settings = settings or Settings()
     input_paths = [Path(p) for p in inputs]
     out = Path(out).resolve()
     videos = find_videos(input_paths)
@@ -372,17 +351,16 @@ def extract(
     outputs.claim_folder(out, "source", inputs=input_paths)
     with _locked(out), _sigterm_interrupts():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
-        return _run(out, settings, described, records, todo, skipped, workers, log, started)
+        return _run(out, settings, described, records, todo, skipped, log, started)
 
 
 def _run(
     out: Path,
-    settings: pipeline.Settings,
+    settings: Settings,
     described: list[dict[str, Any]],
     records: dict[str, Any],
     todo: list[Video],
     skipped: list[str],
-    workers: int,
     log: Any,
     started: float,
 ) -> Summary:
@@ -418,6 +396,7 @@ def _run(
             failed[title_id] = record["error"]
             say(f"FAILED {title_id}: {record['error']}")
 
+    workers = settings.workers
     threads = max(1, (os.cpu_count() or 1) // workers)
     overall = tqdm(total=len(todo), desc="videos", unit="video", position=0, disable=None)
     try:
@@ -426,7 +405,7 @@ def _run(
             for v in todo:
                 finish(*_run_one(v, out), overall)
         else:
-            _run_pool(out, settings, todo, workers, threads, lambda r: finish(*r, overall))
+            _run_pool(out, settings, todo, threads, lambda r: finish(*r, overall))
     except KeyboardInterrupt:
         log(
             f"interrupted: {len(done)} extracted in this run are kept, the video(s) in "
@@ -455,9 +434,8 @@ def _run(
 
 def _run_pool(
     out: Path,
-    settings: pipeline.Settings,
+    settings: Settings,
     todo: list[Video],
-    workers: int,
     threads: int,
     finish: Any,
 ) -> None:
@@ -465,10 +443,10 @@ def _run_pool(
     before this returns (none is left running or writing into ``out``)."""
     context = multiprocessing.get_context("spawn")
     slots, stop = context.Queue(), context.Event()
-    for i in range(workers):
+    for i in range(settings.workers):
         slots.put(i)
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)),
+        max_workers=min(settings.workers, len(todo)),
         mp_context=context,
         initializer=_init_worker,
         initargs=(settings, threads, slots, stop),

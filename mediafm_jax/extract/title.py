@@ -9,8 +9,6 @@ when the whole title is done, so a crash never leaves a half-written title.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +20,7 @@ import numpy as np
 
 from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract import decode, encoders, shots, speech, subtitles
+from mediafm_jax.extract.settings import Settings
 
 STAGES = ("decode", "shots", "video", "audio", "speech", "text")
 EMBED_BATCH_FRAMES = 32
@@ -31,31 +30,9 @@ TRUNCATED_SLACK_S = 1.0
 TRUNCATED_SLACK_FRACTION = 0.02
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """Everything that changes the output; its hash decides whether a rerun redoes a video."""
-
-    shots: str = "adaptive"  # or "transnetv2"
-    min_shot_s: float = 0.6
-    frames_per_shot: int = 3
-    video_encoder: str = "mobilenet_v2"
-    audio_encoder: str = "logmel_stats"
-    text_encoder: str = "minilm_l6"
-    speech: bool = True
-    silence_dbfs: float = -55.0
-    thumb_width: int = 192
-    subtitle_encoding: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def key(self) -> str:
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-
 class Models:
-    """The encoders of one process, loaded on first use (a worker loads each once)."""
+    """The settings and encoders of one process, encoders loaded on first use (a worker
+    loads each once); what every stage of a video's extraction is handed."""
 
     def __init__(self, settings: Settings, threads: int) -> None:
         self.settings, self.threads = settings, threads
@@ -89,7 +66,6 @@ def extract_video(
     path: Path,
     title_id: str,
     out: Path,
-    settings: Settings,
     models: Models,
     progress: Any = None,
 ) -> dict[str, Any]:
@@ -105,7 +81,7 @@ def extract_video(
         shutil.rmtree(tmp)
     (tmp / "thumbs").mkdir(parents=True)
     try:
-        record = _extract_into(path, tmp, info, settings, models, progress)
+        record = _extract_into(path, tmp, info, models, progress)
         _commit(tmp, out, title_id)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -117,10 +93,10 @@ def _extract_into(
     path: Path,
     tmp: Path,
     info: decode.VideoInfo,
-    settings: Settings,
     models: Models,
     progress: Any,
 ) -> dict[str, Any]:
+    settings = models.settings
     timer = _Timer()
     load_before = sum(models.load_s.values())
     video_encoder = models.get("video")
@@ -188,7 +164,7 @@ def _extract_into(
     audio_i16 = decode.read_spool(spool)
     models.get("audio")
     t = time.perf_counter()
-    audio_rows, voiced = _embed_audio(models, audio_i16, starts_s, ends_s, settings)
+    audio_rows, voiced = _embed_audio(models, audio_i16, starts_s, ends_s)
     timer.add("audio", t)
 
     texts, text_source = _shot_texts(path, models, audio_i16, voiced, starts_s, ends_s, timer)
@@ -280,7 +256,6 @@ def _embed_audio(
     audio_i16: np.ndarray,
     starts_s: np.ndarray,
     ends_s: np.ndarray,
-    settings: Settings,
 ) -> tuple[np.ndarray, np.ndarray]:
     """[n, dim] rows (zero where the shot is silent or has no audio) and the voiced mask."""
     encoder = models.get("audio")
@@ -289,7 +264,7 @@ def _embed_audio(
     rate = decode.AUDIO_RATE
     for i, (a, b) in enumerate(zip(starts_s, ends_s, strict=True)):
         clip = audio_i16[int(a * rate) : int(b * rate)]
-        if _dbfs(clip) < settings.silence_dbfs:
+        if _dbfs(clip) < models.settings.silence_dbfs:
             continue
         voiced[i] = True
         rows_nd[i] = encoder.embed([np.asarray(clip, np.float32) / 32768.0])[0]
