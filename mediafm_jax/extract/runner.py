@@ -35,6 +35,8 @@ from mediafm_jax.extract import encoders, pipeline, speech
 FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
 LOCK = ".extract.lock"
+# what extract writes in OUT_SRC (its marker lists it: a demo's --overwrite keeps other files)
+LAYOUT = ("titles.jsonl", MANIFEST, LOCK, "shots/", "thumbs/", "text/", ".tmp/")
 VIDEO_SUFFIXES = frozenset(
     [
         ".mp4",
@@ -369,7 +371,7 @@ def extract(
     ]
     if settings.speech:
         described.append(speech.WhisperTinyEn.describe())
-    outputs.claim_folder(out, "source", inputs=input_paths)
+    outputs.claim_folder(out, "source", owns=LAYOUT, inputs=input_paths)
     with _locked(out), _sigterm_interrupts():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
         return _run(out, settings, described, records, todo, skipped, workers, log, started)
