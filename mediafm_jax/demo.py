@@ -17,13 +17,17 @@ from pathlib import Path
 from mediafm_jax import outputs
 from mediafm_jax.errors import ExtractError
 
+# what the demos write beside their nested outputs (source, store, run, ... carry their own
+# markers): the marker lists it, so a user's file in the demo folder stops a rerun
+DEMO_LAYOUT = ("videos/bikes_beckett.mp4", "videos/bikes.mp4", "contact_sheet.png")
+
 
 def _fresh_out(out: Path) -> None:
     """Recreates ``out`` if it is missing, empty or an earlier demo of ours; refuses otherwise."""
     outputs.check_output(out, "demo", overwrite=True)
     if out.exists():  # an earlier demo of ours (checked above): replaced
         shutil.rmtree(out)
-    outputs.claim_folder(out, "demo")
+    outputs.claim_folder(out, "demo", owns=DEMO_LAYOUT)
 
 
 def run_video_demo(out: str | Path) -> Path:

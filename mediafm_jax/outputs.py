@@ -1,9 +1,15 @@
 """Output folders we own: a marker of their kind, overwrite only ours, swap in atomically.
 
 Every folder the project writes (shot store, embeddings, probe report, run, demo,
-ingest source) carries ``.mediafm.json`` naming its kind. ``--overwrite`` replaces only a
-folder with the right marker; anything else is refused with a few of its entries listed,
-and no output may equal, sit inside or contain one of the command's inputs. A folder
+ingest source) carries ``.mediafm.json`` naming its kind and listing what we wrote
+(``owns``: the files of a folder built whole; the layout, e.g. ``checkpoints/``, of a
+folder written in place). ``--overwrite`` replaces only a folder with the right marker
+that holds nothing else: a file the user saved inside (notes, an analysis) stops the
+command with one line naming it, before any work. We refuse rather than carry it over: a
+note about the old output would sit silently beside a new one it no longer describes,
+and moving user files across a swap would put them at risk of a kill. Anything else is
+refused with a few of its entries listed, and no output may equal, sit inside or contain
+one of the command's inputs. A folder
 replaced as a whole is built beside its target (``NAME.partial-<pid>``) and swapped in
 with two renames; a crash between them leaves ``NAME.old-<pid>``, which the next run puts
 back. Leftovers of dead processes are removed with a one-line message.
@@ -71,11 +77,94 @@ def kind_of(path: str | os.PathLike) -> str | None:
     return None
 
 
-def write_marker(folder: str | os.PathLike, kind: str) -> None:
+def write_marker(folder: str | os.PathLike, kind: str, owns: Iterable[str] = ()) -> None:
+    """Marks ``folder`` as a ``kind`` of ours that owns ``owns``: relative file paths, a
+    ``dir/`` owning its whole subtree, or ``*`` (a folder we created empty, being built)."""
     if kind not in KINDS:
         raise ValueError(f"unknown output kind {kind!r}")
-    record = {"kind": kind, "written_by": "mediafm-jax", "created": time.time()}
+    record = {
+        "kind": kind,
+        "written_by": "mediafm-jax",
+        "created": time.time(),
+        "owns": sorted(set(owns)),
+    }
     (_local_path(folder) / MARKER).write_text(json.dumps(record) + "\n")
+
+
+def _owns(folder: Path) -> list[str] | None:
+    """The marker's list of what we wrote. A folder from before the list is judged by the
+    file table of its manifest (stores have one); None when neither exists (we cannot tell)."""
+    try:
+        owns = json.loads((folder / MARKER).read_text())["owns"]
+    except (OSError, ValueError, KeyError, TypeError):
+        owns = None
+    if isinstance(owns, list):
+        return [str(e) for e in owns]
+    try:
+        table = json.loads((folder / "manifest.json").read_text())["files"]
+        return ["manifest.json"] + [str(entry["path"]) for entry in table]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _temp_of(name: str) -> str:
+    """``.X.tmp-<pid>`` (``atomic_file``) and ``X.tmp`` are ours when ``X`` is."""
+    if name.startswith(".") and ".tmp-" in name:
+        return name[1:].rsplit(".tmp-", 1)[0]
+    return name.removesuffix(".tmp")
+
+
+def _is_owned(rel: str, owns: list[str]) -> bool:
+    head, _, name = rel.rpartition("/")
+    candidates = {rel, f"{head}/{_temp_of(name)}" if head else _temp_of(name)}
+    for entry in owns:
+        if entry == "*" or entry in candidates:
+            return True
+        if entry.endswith("/") and rel.startswith(entry):
+            return True
+    return False
+
+
+def foreign_files(folder: str | os.PathLike) -> list[str] | None:
+    """Files under one of our folders that we did not write (paths relative to it), or
+    None when its marker lists nothing (we cannot tell). A folder inside that carries its
+    own marker (a demo's store, run, ...) is judged by that marker."""
+    root = _local_path(folder)
+    owns = _owns(root)
+    if owns is None:
+        return None
+    found: list[str] = []
+    # (folder, its path from root, its path from the output that owns it, that output's list)
+    stack = [(root, "", "", owns)]
+    while stack:
+        here, shown, rel_here, owned = stack.pop()
+        for entry in os.scandir(here):
+            path, name = Path(entry.path), entry.name
+            rel = rel_here + name
+            if entry.is_dir(follow_symlinks=False):
+                if _is_owned(rel + "/", owned):
+                    continue
+                if (path / MARKER).is_file():  # an output of ours inside this one
+                    nested = _owns(path)
+                    if nested is None:
+                        found.append(shown + name + "/")
+                    else:
+                        stack.append((path, shown + name + "/", "", nested))
+                    continue
+                stack.append((path, shown + name + "/", rel + "/", owned))
+            elif not (rel == MARKER or _is_owned(rel, owned)):
+                found.append(shown + name)
+    return sorted(found)
+
+
+def _owned_files(folder: Path) -> list[str]:
+    """Every file under ``folder`` (relative paths), for the marker of a folder built whole."""
+    return sorted(
+        str(Path(dirpath, name).relative_to(folder).as_posix())
+        for dirpath, _, names in os.walk(folder)
+        for name in names
+        if not (name == MARKER and Path(dirpath) == folder)
+    )
 
 
 def _entries(folder: Path, limit: int = 3) -> str:
@@ -151,6 +240,25 @@ def check_output(
         raise UsageError(f"{output}: holds a mediafm {found}, not a {kind}; choose another path")
     if not (overwrite or reuse):
         raise UsageError(f"{output}: already exists (pass --overwrite to replace it)")
+    if overwrite:
+        _check_only_ours(output, path)
+
+
+def _check_only_ours(output: str | os.PathLike, path: Path) -> None:
+    """``--overwrite`` deletes the whole folder: refuse while it holds a file we did not
+    write (the user moves it out; see the module docstring for why not carry it over)."""
+    foreign = foreign_files(path)
+    if foreign is None:
+        raise UsageError(
+            f"{output}: was written by an earlier mediafm that did not record its files, so "
+            "--overwrite cannot tell them from yours; delete it yourself or choose another path"
+        )
+    if foreign:
+        more = f", ... ({len(foreign)} files)" if len(foreign) > 3 else ""
+        raise UsageError(
+            f"{output}: holds files mediafm did not write ({', '.join(foreign[:3])}{more}); "
+            "--overwrite would delete them: move them out or choose another path"
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -216,9 +324,10 @@ def atomic_output(
     if partial.exists():  # ours: same pid, an earlier call of this process that failed
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    write_marker(partial, kind)
+    write_marker(partial, kind, owns=["*"])  # all ours while it is being built
     try:
         yield str(partial)
+        write_marker(partial, kind, owns=_owned_files(partial))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -235,15 +344,21 @@ def _swap(partial: Path, path: Path) -> None:
 
 
 def claim_folder(
-    output: str | os.PathLike, kind: str, *, inputs: Iterable[str | os.PathLike] = ()
+    output: str | os.PathLike,
+    kind: str,
+    *,
+    owns: Iterable[str],
+    inputs: Iterable[str | os.PathLike] = (),
 ) -> Path:
     """Creates (or reuses one of ours of this kind) a folder that is written to in place,
-    such as a run directory that resumes; marks it as ours."""
+    such as a run directory that resumes; marks it as ours, owning the layout ``owns``
+    (what the command writes there, e.g. ``checkpoints/``, ``config.json``)."""
     check_output(output, kind, reuse=True, inputs=inputs)
     path = _local_path(output)
     path.mkdir(parents=True, exist_ok=True)
-    if not (path / MARKER).exists():
-        write_marker(path, kind)
+    existing = _owns(path)
+    if existing is None or not set(owns) <= set(existing):
+        write_marker(path, kind, owns=set(owns) | set(existing or ()))
     return path
 
 

@@ -33,15 +33,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mediafm_jax import config as config_lib
 from mediafm_jax import optim, outputs, sharding
-from mediafm_jax.checkpoint import Checkpointer
+from mediafm_jax.checkpoint import REJECTED_DIR, Checkpointer
 from mediafm_jax.config import ExperimentConfig, ObjectiveConfig
 from mediafm_jax.data import pipeline
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore
+from mediafm_jax.embed import READOUT_FILE
 from mediafm_jax.errors import ConfigError, NonFiniteLossError, UsageError
 from mediafm_jax.model import DataDims, Encoder, abstract_encoder
 from mediafm_jax.objective import msm_loss
 from mediafm_jax.streams import step_key
+
+# what a run directory holds (its marker lists it: a demo's --overwrite keeps other files)
+RUN_LAYOUT = (
+    "checkpoints/",
+    f"{REJECTED_DIR}/",
+    "config.json",
+    "config_history.jsonl",
+    "metrics.jsonl",
+    "tb/",
+    "plots/",
+    READOUT_FILE,
+)
 
 
 def data_dims(store: ShotStore, global_input: str = "title_embedding") -> DataDims:
@@ -468,7 +481,7 @@ def train(
     _check_workdir_path(workdir)
     store = ShotStore(store_path)
     if is_main:
-        outputs.claim_folder(workdir, "run", inputs=[store_path])
+        outputs.claim_folder(workdir, "run", owns=RUN_LAYOUT, inputs=[store_path])
 
     # -- Data ----------------------------------------------------------------------------
     size_gb = store.num_shots * store.num_features * 2 / 1e9

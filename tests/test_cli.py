@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from mediafm_jax import cli
+from mediafm_jax import cli, outputs
 
 
 def test_synth_ingest_info_train_embed_probe(tmp_path, capsys):
@@ -98,6 +98,7 @@ def test_demo_smoke(tmp_path, capsys):
     assert recorded["layers"] == max(scores, key=scores.get) and len(scores) == 5
     manifest = json.loads((demo_dir / "embeddings" / "manifest.json").read_text())
     assert manifest["layers"] == recorded["layers"]
+    assert outputs.foreign_files(demo_dir) == []  # a rerun may replace all of it
     args = ["probe", "--workdir", str(demo_dir / "run"), "--store", str(demo_dir / "store")]
     args += ["--tasks", str(demo_dir / "source" / "probes.json"), "--out", str(tmp_path / "r")]
     args += ["--clips", str(demo_dir / "source" / "clips.jsonl")]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import mediafm_jax
-from mediafm_jax import cli, embed, train
+from mediafm_jax import cli, embed, outputs, train
 from mediafm_jax import config as config_lib
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.data import ingest, synthetic
@@ -279,3 +279,4 @@ def test_demo_stops_as_a_whole_on_sigterm(tmp_path):
     assert "[4/5]" not in rest and not (out / "embeddings").exists()
     assert "preempted (SIGTERM): saved step" in rest
     assert Checkpointer(out / "run").all_steps()  # the half-trained state was saved
+    assert outputs.foreign_files(out) == []  # and a rerun may replace it all

@@ -5,6 +5,7 @@ and after, so "nothing else was touched" is checked, not assumed.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -169,7 +170,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_a_lost_swap_is_restored(world
 def test_failed_write_keeps_the_previous_output(world, monkeypatch):
     target = world / "out"
     target.mkdir()
-    outputs.write_marker(target, "report")
+    outputs.write_marker(target, "report", owns=["report.json"])
     (target / "report.json").write_text("{}")
     before = tree_digest(target)
     with (
@@ -180,3 +181,100 @@ def test_failed_write_keeps_the_previous_output(world, monkeypatch):
         raise RuntimeError("killed")
     assert tree_digest(target) == before
     assert [p.name for p in world.iterdir() if p.name.startswith("out")] == ["out"]
+
+
+def _user_file_in(world, capsys, name: str):
+    """Builds each whole-folder output of ours with a user's file saved inside it."""
+    emb = world / "emb"
+    assert run_cli(capsys, *embed_args(world, emb))[0] == 0
+    synth = world / "synth"
+    assert run_cli(capsys, "synth", synth, "--titles", "3", "--dims", "4,4,4,4")[0] == 0
+    store2 = world / "store2"
+    assert run_cli(capsys, "ingest", world / "src", store2)[0] == 0
+    chunk_dir = next(p for p in store2.rglob("*") if p.is_dir())
+    places = {
+        "embed": (emb / "analysis.txt", embed_args(world, emb, "--overwrite")),
+        "synth": (
+            synth / "notes.txt",
+            ["synth", synth, "--titles", "3", "--dims", "4,4,4,4", "--overwrite"],
+        ),
+        "ingest": (chunk_dir / "mine.txt", ["ingest", world / "src", store2, "--overwrite"]),
+    }
+    path, argv = places[name]
+    path.write_text("the user's own work")
+    return path, argv
+
+
+@pytest.mark.parametrize("command", ["embed", "synth", "ingest"])
+def test_overwrite_refuses_a_folder_holding_a_users_file(world, capsys, command):
+    """--overwrite of our output holding a file the user saved there: refused, naming it"""
+    path, argv = _user_file_in(world, capsys, command)
+    before = tree_digest(world)
+    code, err = run_cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "did not write" in err and path.name in err, err
+    assert tree_digest(world) == before
+    path.unlink()  # moved out: the same command replaces the folder
+    assert run_cli(capsys, *argv)[0] == 0
+
+
+def _demo_folder(world) -> Path:
+    """A demo folder as a finished demo leaves it: nested outputs with their own markers."""
+    from mediafm_jax import demo
+
+    out = world / "demo"
+    outputs.claim_folder(out, "demo", owns=demo.DEMO_LAYOUT)
+    shutil.copytree(world / "store", out / "store")
+    shutil.copytree(world / "run", out / "run")
+    (out / "contact_sheet.png").write_bytes(b"png")
+    return out
+
+
+@pytest.mark.parametrize("where", ["notes.txt", "run/notes.txt", "store/notes.txt"])
+def test_demo_rerun_refuses_a_users_file(world, capsys, where):
+    """demo --out of an earlier demo holding a user's file (top level or in a nested output)"""
+    out = _demo_folder(world)
+    (out / where).write_text("mine")
+    before = tree_digest(world)
+    code, err = run_cli(capsys, "demo", "--out", out)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and where in err, err
+    assert tree_digest(world) == before
+
+
+def test_only_what_we_wrote_counts_as_ours(world):
+    """A demo with a killed ingest's partial, a run's temp files and readout: all ours;
+    a marker without a file list (an earlier mediafm) cannot be judged."""
+    out = _demo_folder(world)
+    partial = out / f"embeddings.partial-{_dead_pid()}"
+    partial.mkdir()
+    outputs.write_marker(partial, "embeddings", owns=["*"])
+    (partial / "half.bin").write_bytes(b"0")
+    (out / "run" / ".readout.json.tmp-123").write_text("{")
+    (out / "run" / "metrics.jsonl.tmp").write_text("")
+    assert outputs.foreign_files(out) == []
+    (out / "run" / "checkpoints-old").mkdir()
+    (out / "run" / "checkpoints-old" / "x").write_text("")
+    (out / "store" / "chunks.bak").write_text("")
+    assert outputs.foreign_files(out) == ["run/checkpoints-old/x", "store/chunks.bak"]
+    (out / outputs.MARKER).write_text('{"kind": "demo"}')
+    assert outputs.foreign_files(out) is None
+
+
+def test_overwrite_of_an_output_from_before_file_lists(world, capsys):
+    """--overwrite of a store from before markers listed files: judged by its manifest's
+    file table; without one (store format 1) it is refused"""
+    store, manifest_path = world / "store", world / "store" / "manifest.json"
+    (store / outputs.MARKER).write_text('{"kind": "store"}')
+    (store / "notes.txt").write_text("mine")
+    argv = ["ingest", world / "src", store, "--overwrite"]
+    before = tree_digest(world)
+    code, err = run_cli(capsys, *argv)
+    assert code == 2 and "did not write (notes.txt)" in err, err
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["files"]
+    manifest_path.write_text(json.dumps(manifest))
+    (store / "notes.txt").unlink()
+    before = tree_digest(world)
+    code, err = run_cli(capsys, *argv)
+    assert code == 2 and "did not record its files" in err, err
+    assert tree_digest(world) == before

@@ -307,7 +307,8 @@ class ShotStore:
             source = manifest.get("source", "SRC")
             raise StoreError(
                 f"{root}: written by an older mediafm-jax (store format 1, without integrity "
-                f"checks); re-ingest it: mediafm ingest {source} {root} --overwrite"
+                f"checks); re-ingest it: mediafm ingest {source} NEW_STORE, then remove this one "
+                "(it lists no files, so --overwrite cannot tell its files from yours)"
             )
         if version != FORMAT_VERSION:
             raise StoreError(

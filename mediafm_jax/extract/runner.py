@@ -34,6 +34,8 @@ from mediafm_jax.extract.settings import Settings
 FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
 LOCK = ".extract.lock"
+# what extract writes in OUT_SRC (its marker lists it: a demo's --overwrite keeps other files)
+LAYOUT = ("titles.jsonl", MANIFEST, LOCK, "shots/", "thumbs/", "text/", ".tmp/")
 VIDEO_SUFFIXES = frozenset(
     [
         ".mp4",
@@ -82,6 +84,7 @@ class Summary:
     skipped: list[str]
     failed: dict[str, str]
     seconds: float
+    kept: list[str] = dataclasses.field(default_factory=list)  # failed redo, earlier title kept
 
 
 def find_videos(inputs: list[Path]) -> list[Video]:
@@ -171,6 +174,16 @@ def _write_json_atomic(path: Path, value: Any, lines: bool = False) -> None:
     outputs.atomic_file(path, lambda tmp: tmp.write_text(text))
 
 
+def _complete(record: dict[str, Any] | None, out: Path, title_id: str) -> bool:
+    """An earlier good extract of this title is on disk (what a failed redo must keep)."""
+    return (
+        record is not None
+        and record.get("status") == "ok"
+        and (out / "shots" / f"{title_id}.npz").is_file()
+        and (out / "text" / f"{title_id}.json").is_file()
+    )
+
+
 def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
     return (
         record is not None
@@ -237,7 +250,6 @@ def _run_one(video: Video, out: Path) -> tuple[str, dict[str, Any] | None]:
         if not isinstance(err, ExtractError):
             message = f"{type(err).__name__}: {message}"
         record.update(status="failed", error=message)
-        title.remove_title(out, video.title_id)
     finally:
         bar.close()
     return video.title_id, record
@@ -348,7 +360,7 @@ def extract(
     ]
     if settings.speech:
         described.append(speech.WhisperTinyEn.describe())
-    outputs.claim_folder(out, "source", inputs=input_paths)
+    outputs.claim_folder(out, "source", owns=LAYOUT, inputs=input_paths)
     with _locked(out), _sigterm_interrupts():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
         return _run(out, settings, described, records, todo, skipped, log, started)
@@ -377,15 +389,27 @@ def _run(
     _write_json_atomic(out / MANIFEST, manifest)
     done: list[str] = []
     failed: dict[str, str] = {}
+    kept: list[str] = []
 
     def finish(title_id: str, record: dict[str, Any] | None, overall: tqdm) -> None:
         if record is None:  # not started: the run is stopping
             return
-        records[title_id] = record
+        earlier = records.get(title_id)
+        redo_failed = record["status"] != "ok" and _complete(earlier, out, title_id)
+        if redo_failed:  # a title is replaced only by a complete new one
+            kept.append(title_id)
+            records[title_id] = {**earlier, "redo_failed": record}
+        else:
+            if record["status"] != "ok":  # a failed first try: nothing of it may stay
+                title.remove_title(out, title_id)
+            records[title_id] = record
         _write_json_atomic(out / MANIFEST, manifest)
         overall.update(1)
         say = overall.write if log is print else log  # tqdm.write keeps the bars intact
-        if record["status"] == "ok":
+        if redo_failed:
+            failed[title_id] = f"{record['error']} (kept its earlier extract)"
+            say(f"FAILED {title_id}: {failed[title_id]}")
+        elif record["status"] == "ok":
             done.append(title_id)
             speed = record["duration_s"] / max(record["wall_s"], 1e-9)
             say(
@@ -422,10 +446,11 @@ def _run(
             [{"title_id": t, "source": records[t]["path"]} for t in sorted(ok)],
             lines=True,
         )
-    summary = Summary(out, done, skipped, failed, time.perf_counter() - started)
+    summary = Summary(out, done, skipped, failed, time.perf_counter() - started, kept)
+    kept_note = f" ({len(kept)} kept their earlier extract)" if kept else ""
     log(
-        f"extracted {len(done)}, skipped {len(skipped)} already done, failed {len(failed)}; "
-        f"{len(ok)} titles in {out} ({summary.seconds:.1f}s)"
+        f"extracted {len(done)}, skipped {len(skipped)} already done, "
+        f"failed {len(failed)}{kept_note}; {len(ok)} titles in {out} ({summary.seconds:.1f}s)"
     )
     for title_id, error in failed.items():
         log(f"  failed: {title_id}: {error}")
