@@ -150,6 +150,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     import jax
 
     from mediafm_jax import embed, outputs, probe
+    from mediafm_jax.data.embeddings import EmbeddingStore
     from mediafm_jax.data.store import ShotStore
 
     store = ShotStore(args.store)
@@ -167,7 +168,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
             args.workdir, store, args.tasks, args.clips, step=args.step
         )
     embedder = embed.Embedder(args.workdir, step=args.step, layers=layers)
-    emb = embed.EmbeddingStore(args.emb) if args.emb else None
+    emb = EmbeddingStore(args.emb) if args.emb else None
     results = probe.run_probes(
         embedder,
         store,

@@ -76,6 +76,9 @@ class ModelConfig:
     # What [GLOBAL] sees: "title_embedding" (the given vector), "title_mean" (the title's
     # mean fused shot, computed at ingest) or "both" (concatenated). Issue 14.
     global_input: Literal["title_embedding", "title_mean", "both"] = "title_embedding"
+    # Input fusion (fusion.py): unit-norm each modality before concatenation. Read by
+    # training and inference alike; runs before it recorded it as objective.per_modality_norm.
+    per_modality_norm: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +88,6 @@ class ObjectiveConfig:
     # rest gets a random other shot, the remainder stays as it is (but is still predicted).
     mask_token_share: Ratio = 0.8
     random_shot_share: Ratio = 0.1
-    per_modality_norm: bool = False  # unit-norm each modality before concatenation
     modality_dropout: OpenRatio = 0.0  # drop a whole modality of a shot during training
     # Span masking: targets in contiguous runs of geometric length with this mean (shots),
     # same budget; 0 = single shots (masking.py). Issue 14.
@@ -364,6 +366,24 @@ def _field_problem(value: Any, ftype: FieldType) -> bool:
     return ftype.bounds is not None and not ftype.bounds.holds(value)
 
 
+def resolve_mesh_shape(config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
+    """Fills one -1 axis with the devices left over; checks the product."""
+    shape = [config.data, config.fsdp, config.tensor]
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh {shape}: at most one axis may be -1")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if num_devices % known:
+            raise ValueError(f"mesh {shape}: {num_devices} devices are not divisible by {known}")
+        shape[shape.index(-1)] = num_devices // known
+    if math.prod(shape) != num_devices:
+        raise ValueError(
+            f"mesh data={shape[0]} x fsdp={shape[1]} x tensor={shape[2]} needs "
+            f"{math.prod(shape)} devices, {num_devices} are available"
+        )
+    return tuple(shape)  # type: ignore[return-value]
+
+
 def problems(config: ExperimentConfig, num_devices: int | None = None, processes: int = 1):
     """Every problem of ``config`` as ``key=value: expected ...`` strings (empty: valid).
 
@@ -383,6 +403,11 @@ def problems(config: ExperimentConfig, num_devices: int | None = None, processes
             f"model.num_heads={model.num_heads} does not divide "
             f"model.hidden_size={model.hidden_size}"
         )
+    if model.per_modality_norm and model.global_input != "title_embedding":
+        found.append(
+            f"model.global_input={model.global_input!r} with model.per_modality_norm: the "
+            "store's title_mean is the mean of the default fusion (ingest); use one or the other"
+        )
     if objective.mask_token_share + objective.random_shot_share > 1:
         found.append(
             f"objective.mask_token_share={objective.mask_token_share} + "
@@ -396,8 +421,6 @@ def problems(config: ExperimentConfig, num_devices: int | None = None, processes
     if batch % processes:
         found.append(f"train.batch_size={batch} is not divisible by the {processes} processes")
     if num_devices is not None and not found:
-        from mediafm_jax.sharding import resolve_mesh_shape  # sharding imports this module
-
         try:
             data, fsdp, _ = resolve_mesh_shape(mesh, num_devices)
         except ValueError as err:

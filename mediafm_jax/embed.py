@@ -10,7 +10,6 @@ writes an embedding store aligned row for row with the shot store.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -21,50 +20,17 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from mediafm_jax import config as config_lib
-from mediafm_jax import outputs, sharding
+from mediafm_jax import outputs, run, search, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import MeshConfig
-from mediafm_jax.data import reader
-from mediafm_jax.data import store as store_lib
-from mediafm_jax.data.store import ShotStore, StoreError
+from mediafm_jax.data import embeddings, reader
+from mediafm_jax.data.embeddings import EmbeddingStore
+from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import CheckpointError
 from mediafm_jax.fusion import fuse
-from mediafm_jax.model import NUM_SPECIAL, DataDims, abstract_encoder
+from mediafm_jax.model import NUM_SPECIAL, abstract_encoder
 from mediafm_jax.readouts import INPUT_PART, READOUTS, TITLE_PART
 from mediafm_jax.stitching import Window, plan_windows, stitch
-
-EMBED_FORMAT_VERSION = 1
-RUN_RECORD_KEYS = ("data_dims", "store")  # saved beside the config, not config fields
-READOUT_FILE = "readout.json"  # RUN/readout.json: the readout chosen on validation titles
-
-
-def recorded_readout(run_dir: str | Path) -> str | None:
-    """The readout recorded in ``RUN/readout.json`` (``probe.choose_readout`` writes it
-    after choosing on validation titles), or None when the run records none."""
-    path = Path(run_dir) / READOUT_FILE
-    if not path.is_file():
-        return None
-    try:
-        layers = json.loads(path.read_text())["layers"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise StoreError(f"{path}: unreadable readout record ({err})") from None
-    if layers not in READOUTS:
-        raise StoreError(f"{path}: layers {layers!r}, expected one of {READOUTS}")
-    return layers
-
-
-def record_readout(run_dir: str | Path, layers: str, chosen_on: dict) -> Path:
-    """Writes ``RUN/readout.json`` so that embed and probe use ``layers`` by default."""
-    if layers not in READOUTS:
-        raise ValueError(f"layers={layers!r}: expected one of {READOUTS}")
-    path = Path(run_dir) / READOUT_FILE
-    text = json.dumps({"layers": layers, "chosen_on": chosen_on}, indent=1) + "\n"
-    try:
-        outputs.atomic_file(path, lambda temp: temp.write_text(text))
-    except OSError as err:
-        raise StoreError(f"{path}: cannot record the readout ({err.strerror or err})") from None
-    return path
 
 
 class Embedder:
@@ -79,7 +45,7 @@ class Embedder:
     ):
         """``layers`` None: the run's recorded readout (``readout.json``), else "last"."""
         if layers is None:
-            layers = recorded_readout(run_dir) or "last"
+            layers = run.recorded_readout(run_dir) or "last"
         if layers not in READOUTS:
             raise ValueError(f"layers={layers!r}: expected one of {READOUTS}")
         run_dir = Path(run_dir)
@@ -121,7 +87,7 @@ class Embedder:
                 continue
         if saved is None:
             raise CheckpointError(f"{self.run_dir}: no checkpoint has a readable config")
-        self.config, self.dims = _run_config(saved)
+        self.config, self.dims = run.read_record(saved)
         self.mesh = sharding.make_mesh(MeshConfig(data=-1), devices)
         self.graphdef, abstract_vars = abstract_encoder(self.config.model, self.dims)
         # Inference replicates parameters and splits windows over all devices.
@@ -136,7 +102,7 @@ class Embedder:
         self.skipped = restored.skipped
         # The step restored may be older than the one whose config gave the shapes (a
         # damaged newer step): its own config says how it fuses inputs.
-        self.config, dims = _run_config(restored.config)
+        self.config, dims = run.read_record(restored.config)
         if dims != self.dims:
             raise CheckpointError(
                 f"{self.run_dir}: step {self.step} was trained on other data columns "
@@ -144,15 +110,11 @@ class Embedder:
             )
 
     def check_store(self, store: ShotStore) -> None:
-        ours = tuple((m.start, m.stop) for m in store.modalities)
-        if store.num_features != self.dims.fused or ours != self.dims.modalities:
-            raise StoreError(
-                f"{store.root}: modality columns {ours} differ from the run's {self.dims.modalities}"
-            )
+        run.check_store(self.run_dir, self.dims, store)
 
     def _encode_impl(self, params, shots, present, valid, title_embedding):
         model = nnx.merge(self.graphdef, params)
-        fused = fuse(shots, present, self.dims, self.config.objective)  # no drop key: no dropout
+        fused = fuse(shots, self.dims.modalities, self.config.model.per_modality_norm)
         if self.layers == "mean":  # only then is the stack of every layer worth building
             hidden, all_layers = model(fused, valid, title_embedding, return_all_layers=True)
             shots_h = all_layers.mean(0)
@@ -277,51 +239,12 @@ class Embedder:
     def search(self, store, emb=None, title=None, shot=None, k: int = 10, **options):
         """Nearest shots by cosine: ``mediafm_jax.search.search`` with this run (which
         computes the embeddings when ``emb``, an embedding store, is not given)."""
-        from mediafm_jax.search import search
-
-        return search(store, emb, title, shot, k, embedder=self, **options)
-
-
-def _run_config(saved: dict) -> tuple[config_lib.ExperimentConfig, DataDims]:
-    """A checkpoint's saved config record -> (validated config, data dims)."""
-    dims = DataDims(
-        fused=saved["data_dims"]["fused"],
-        title=saved["data_dims"]["title"],
-        modalities=tuple(tuple(m) for m in saved["data_dims"]["modalities"]),
-    )
-    config = config_lib.from_dict({k: v for k, v in saved.items() if k not in RUN_RECORD_KEYS})
-    config_lib.validate(config)
-    return config, dims
+        return search.search(store, emb, title, shot, k, embedder=self, **options)
 
 
 def load(run_dir: str | Path, step: int | None = None, layers: str | None = None) -> Embedder:
     """Restores a run's encoder for notebooks: ``load(run).embed_title(store, "tt123")``."""
     return Embedder(run_dir, step=step, layers=layers)
-
-
-class EmbeddingStore:
-    """A written embedding store: ``shot_embedding`` [S, H] and ``cls_embedding`` [T, H]."""
-
-    def __init__(self, root: str):
-        manifest = store_lib.read_manifest(root)
-        if manifest is None or manifest.get("kind") != "embeddings":
-            raise StoreError(f"{root}: not a complete embedding store (no embeddings manifest)")
-        store_lib.check_files(root, manifest)  # every listed file, at its recorded size
-        self.root = root
-        self.manifest = manifest
-        self.title_ids: list[str] = manifest["title_ids"]
-
-    def verify(self, progress: bool = True) -> tuple[int, int]:
-        return store_lib.verify_files(self.root, self.manifest, progress=progress)
-
-    def _read(self, name: str) -> np.ndarray:
-        return store_lib.read_array(self.root, name)  # missing chunks are errors, not zeros
-
-    def shot_embeddings(self) -> np.ndarray:
-        return self._read("shot_embedding")
-
-    def cls_embeddings(self) -> np.ndarray:
-        return self._read("cls_embedding")
 
 
 def embed_store(
@@ -351,9 +274,7 @@ def embed_store(
         return None
     inputs = [store.root, embedder.run_dir]
     with outputs.atomic_output(out, "embeddings", overwrite=overwrite, inputs=inputs) as target:
-        shots = store_lib.create_array(
-            target, "shot_embedding", (store.num_shots, embedder.shot_dim), "float32", 8192
-        )
+        shots, cls_array = embeddings.create(target, store, embedder.shot_dim, h)
         cls = np.zeros((store.num_titles, h), np.float32)
         pending = []
         for title, rows, cls_h in titles:
@@ -364,25 +285,16 @@ def embed_store(
                 pending.pop(0).result()
         for future in pending:
             future.result()
-        store_lib.create_array(target, "cls_embedding", cls.shape, "float32", 8192).write(
-            cls
-        ).result()
-        store_lib.write_manifest(
-            target,
-            {
-                "format_version": EMBED_FORMAT_VERSION,
-                "kind": "embeddings",
-                "run": str(embedder.run_dir.absolute()),
-                "step": embedder.step,
-                "layers": embedder.layers,
-                "hidden_size": h,
-                "shot_dim": embedder.shot_dim,
-                "title_ids": store.title_ids,
-                "shot_store": store.root,
-                "shot_store_checksum": store.manifest.get("checksums"),
-                "counts": {"titles": store.num_titles, "shots": store.num_shots},
-            },
-        )
+        cls_array.write(cls).result()
+        made_by = {
+            "run": str(embedder.run_dir.absolute()),
+            "step": embedder.step,
+            "layers": embedder.layers,
+            "hidden_size": h,
+            "shot_dim": embedder.shot_dim,
+            "per_modality_norm": embedder.config.model.per_modality_norm,  # concat's fusion
+        }
+        embeddings.write_manifest(target, store, made_by)
     _sync_processes("mediafm embed_store written")
     return EmbeddingStore(out)
 

@@ -1,40 +1,46 @@
 """Fusion: raw modality columns -> the encoder's unit-norm input vectors.
 
-One owner for training (``objective``) and inference (``embed``); ``search`` mirrors it in
-NumPy for the input-space baseline. Only ``per_modality_norm`` and ``modality_dropout``
-of the ``ObjectiveConfig`` are read.
+The one definition, for training (``objective``), inference (``embed``), the input-space
+baselines (``search``, ``probe``) and ingest's title summary. It is written against the
+array's own namespace (``x.__array_namespace__()``: ``jax.numpy`` for JAX arrays and
+tracers, ``numpy`` for NumPy), so the device and the host compute the same function and
+this module loads no JAX. Its one setting, ``model.per_modality_norm``, belongs to the
+model's input; modality dropout is training's (``objective``), passed in as a keep mask.
 """
 
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
+from collections.abc import Sequence
 
-from mediafm_jax.config import ObjectiveConfig
-from mediafm_jax.model import DataDims
-
-EPS = 1e-6
+EPS = 1e-6  # added to every norm here and in the objective's cosines
 
 
-def fuse(shots_bwf, present_bwm, dims: DataDims, config: ObjectiveConfig, drop_key=None):
-    """Fused, unit-norm shot vectors [B, W, F] in fp32; all-zero shots stay zero.
+def unit(x_nf):
+    """Rows scaled to unit norm; all-zero rows stay zero (they match nothing)."""
+    xp = x_nf.__array_namespace__()
+    return x_nf / (xp.linalg.norm(x_nf, axis=-1, keepdims=True) + EPS)
 
-    With ``per_modality_norm`` each modality is unit-normed first (so a modality's scale
-    does not decide its weight); with ``modality_dropout`` and a key, whole modalities of a
-    shot are zeroed at that rate (never all of a shot's present ones).
+
+def fuse(
+    shots_nf,
+    modalities: Sequence[tuple[int, int]],
+    per_modality_norm: bool = False,
+    keep_nm=None,
+):
+    """Fused, unit-norm shot vectors [..., F]; all-zero shots stay zero.
+
+    In float32 (float64 stays float64: ingest's title summary accumulates in it). With
+    ``per_modality_norm`` each modality ``[start, stop)`` is unit-normed first (so a
+    modality's scale does not decide its weight); ``keep_nm`` [..., M] zeroes whole
+    modalities of a shot (training's modality dropout).
     """
-    x_bwf = shots_bwf.astype(jnp.float32)
-    if config.per_modality_norm or (config.modality_dropout > 0 and drop_key is not None):
-        parts = [x_bwf[..., a:b] for a, b in dims.modalities]
-        if config.per_modality_norm:
-            parts = [p / (jnp.linalg.norm(p, axis=-1, keepdims=True) + EPS) for p in parts]
-        if config.modality_dropout > 0 and drop_key is not None:
-            keep_bwm = jax.random.bernoulli(
-                drop_key, 1.0 - config.modality_dropout, present_bwm.shape
-            )
-            keep_bwm = keep_bwm & (present_bwm > 0)
-            # A shot keeps everything when dropout would have removed all it has.
-            keep_bwm = jnp.where(keep_bwm.any(-1, keepdims=True), keep_bwm, True)
-            parts = [p * keep_bwm[..., i : i + 1] for i, p in enumerate(parts)]
-        x_bwf = jnp.concatenate(parts, axis=-1)
-    return x_bwf / (jnp.linalg.norm(x_bwf, axis=-1, keepdims=True) + EPS)
+    xp = shots_nf.__array_namespace__()
+    x_nf = shots_nf.astype(xp.result_type(shots_nf.dtype, xp.float32))
+    if per_modality_norm or keep_nm is not None:
+        parts = [x_nf[..., a:b] for a, b in modalities]
+        if per_modality_norm:
+            parts = [unit(p) for p in parts]
+        if keep_nm is not None:
+            parts = [p * keep_nm[..., i : i + 1] for i, p in enumerate(parts)]
+        x_nf = xp.concatenate(parts, axis=-1)
+    return unit(x_nf)

@@ -19,6 +19,15 @@ from mediafm_jax.fusion import EPS, fuse
 from mediafm_jax.model import NUM_SPECIAL, Encoder
 
 
+def modality_keep(present_bwm, rate: float, key):
+    """Modality dropout's keep mask [B, W, M]: whole modalities of a shot dropped at
+    ``rate``, never all of a shot's present ones."""
+    keep_bwm = jax.random.bernoulli(key, 1.0 - rate, present_bwm.shape)
+    keep_bwm = keep_bwm & (present_bwm > 0)
+    # A shot keeps everything when dropout would have removed all it has.
+    return jnp.where(keep_bwm.any(-1, keepdims=True), keep_bwm, True)
+
+
 def corrupt(fused_bwf, valid_bw, masked_bw, config: ObjectiveConfig, key):
     """BERT-style corruption of the selected shots.
 
@@ -72,10 +81,12 @@ def msm_loss(
     has_target_bw = (batch["present"] > 0).any(-1)
     targets_bk, valid_bw = batch["targets"], batch["valid"]
     masked_bw = masking.target_mask(targets_bk, valid_bw.shape[1]) & valid_bw & has_target_bw
-    target_bwf = fuse(batch["shots"], batch["present"], dims, config)
-    inputs_bwf = (
-        fuse(batch["shots"], batch["present"], dims, config, keys[0]) if train else target_bwf
-    )
+    per_modality_norm = model.config.per_modality_norm
+    target_bwf = fuse(batch["shots"], dims.modalities, per_modality_norm)
+    inputs_bwf = target_bwf
+    if train and config.modality_dropout > 0 and keys[0] is not None:
+        keep_bwm = modality_keep(batch["present"], config.modality_dropout, keys[0])
+        inputs_bwf = fuse(batch["shots"], dims.modalities, per_modality_norm, keep_bwm)
     inputs_bwf, use_mask_bw = corrupt(
         inputs_bwf, valid_bw, masked_bw, config, keys[1] if train else None
     )

@@ -16,9 +16,8 @@ import jax
 from flax import nnx
 
 from mediafm_jax import optim
-from mediafm_jax.config import ExperimentConfig
+from mediafm_jax.config import ExperimentConfig, resolve_mesh_shape
 from mediafm_jax.model import DataDims, Encoder
-from mediafm_jax.sharding import resolve_mesh_shape
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,8 +7,8 @@ are (title, shot index, start/end time).
 
 Two kinds of vector: ``context`` — the in-context shot embeddings of a trained run (an
 embedding store from ``mediafm embed``, or computed by an ``Embedder``); ``concat`` — the
-fused input vectors the model sees (modality columns side by side, optionally each
-unit-normed first, as ``fusion.fuse`` does; unit-normed), for comparison.
+fused input vectors the model sees (``fusion.fuse``, with the run's
+``model.per_modality_norm`` as the embedding store records it), for comparison.
 
 Two engines: exact search (a normalized float32 matmul over row chunks of 32k, so the
 temporary scores stay bounded whatever the catalog size) and, for large catalogs, an
@@ -26,26 +26,34 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from mediafm_jax import outputs
 from mediafm_jax.data import store as store_lib
+from mediafm_jax.data.embeddings import EmbeddingStore
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import SearchError
-
-if TYPE_CHECKING:
-    from mediafm_jax.embed import Embedder, EmbeddingStore
+from mediafm_jax.fusion import fuse, unit
 
 METHODS = ("context", "concat")
 BACKENDS = ("auto", "exact", "faiss")
 INDEX_MIN_ROWS = 200_000  # "auto" builds a faiss IVF index from here (docs/BENCHMARKS.md)
 CHUNK_ROWS = 32_768
-EPS = 1e-6
+
+
+class ShotEmbedder(Protocol):
+    """What search needs of a loaded run (``embed.Embedder``) to compute context vectors."""
+
+    shot_dim: int
+
+    def embed_titles(
+        self, store: ShotStore, titles: Sequence[int], progress: bool = False
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,18 +95,7 @@ class Query:
 # -- vectors ---------------------------------------------------------------------------------
 def unit_rows(x_nd: np.ndarray) -> np.ndarray:
     """float32 rows scaled to unit norm; all-zero rows stay zero (they match nothing)."""
-    x_nd = np.asarray(x_nd, np.float32)
-    return x_nd / (np.linalg.norm(x_nd, axis=-1, keepdims=True) + EPS)
-
-
-def fuse_rows(
-    raw_nf: np.ndarray, modalities: Sequence[tuple[int, int]], per_modality_norm: bool = False
-) -> np.ndarray:
-    """The model's input vectors [n, F] from raw store rows: ``fusion.fuse`` in NumPy."""
-    x_nf = np.asarray(raw_nf, np.float32)
-    if per_modality_norm:
-        x_nf = np.concatenate([unit_rows(x_nf[:, a:b]) for a, b in modalities], axis=-1)
-    return unit_rows(x_nf)
+    return unit(np.asarray(x_nd, np.float32))
 
 
 def concat_vectors(
@@ -110,33 +107,16 @@ def concat_vectors(
     starts = range(0, store.num_shots, chunk_rows)
     for start in tqdm(starts, desc="fuse", unit="chunk", disable=None if len(starts) > 4 else True):
         stop = min(store.num_shots, start + chunk_rows)
-        out_sf[start:stop] = fuse_rows(store.read_rows(start, stop), modalities, per_modality_norm)
+        out_sf[start:stop] = fuse(store.read_rows(start, stop), modalities, per_modality_norm)
     return out_sf
 
 
-def check_aligned(emb: EmbeddingStore, store: ShotStore) -> None:
-    """Raises unless ``emb`` was written from ``store`` (same titles, rows and checksum)."""
-    shots = int(emb.manifest.get("counts", {}).get("shots", -1))
-    if emb.title_ids != store.title_ids or shots != store.num_shots:
-        raise SearchError(
-            f"{emb.root}: embedding store is not aligned with the shot store {store.root} "
-            f"({len(emb.title_ids)} titles / {shots} shots vs "
-            f"{store.num_titles} titles / {store.num_shots} shots)"
-        )
-    theirs, ours = emb.manifest.get("shot_store_checksum"), store.manifest.get("checksums")
-    if theirs and ours and theirs != ours:
-        raise SearchError(
-            f"{emb.root}: embedding store was written from other shots than {store.root} "
-            "(checksums differ; re-run `mediafm embed`)"
-        )
-
-
 def context_vectors(
-    store: ShotStore, emb: EmbeddingStore | None = None, embedder: Embedder | None = None
+    store: ShotStore, emb: EmbeddingStore | None = None, embedder: ShotEmbedder | None = None
 ) -> np.ndarray:
     """Unit in-context shot embeddings [S, H]: read from ``emb``, else computed."""
     if emb is not None:
-        check_aligned(emb, store)
+        emb.check_aligned(store)
         vectors_sh = emb.shot_embeddings()
         if vectors_sh.shape[0] != store.num_shots:
             raise SearchError(
@@ -151,6 +131,15 @@ def context_vectors(
         start, stop = store.title_rows(title)
         out_sh[start:stop] = rows_lh
     return unit_rows(out_sh)
+
+
+def run_fusion(emb: EmbeddingStore | None, embedder: ShotEmbedder | None) -> bool:
+    """The ``model.per_modality_norm`` of the run behind ``embedder`` or ``emb`` (False,
+    the default fusion, without either)."""
+    config = getattr(embedder, "config", None)
+    if config is not None:
+        return bool(config.model.per_modality_norm)
+    return emb.per_modality_norm() if emb is not None else False
 
 
 # -- engines -------------------------------------------------------------------------------
@@ -397,6 +386,8 @@ class Searcher:
 
     ``method="context"`` takes ``emb`` (an ``EmbeddingStore`` or its path) or, without it,
     computes the embeddings with ``embedder``; ``method="concat"`` needs only the store.
+    ``per_modality_norm`` (concat's fusion): None takes the run's, from ``embedder`` or as
+    ``emb`` records it, else the default fusion.
     ``index_cache``: keep a built index in ``EMB/search_index/`` (local ``emb`` only),
     reused while the vectors it was built from are unchanged; building one takes minutes
     at 1M shots, a query against it under a millisecond (the CLI turns this on).
@@ -408,20 +399,20 @@ class Searcher:
         emb: EmbeddingStore | str | None = None,
         method: str = "context",
         backend: str = "auto",
-        embedder: Embedder | None = None,
-        per_modality_norm: bool = False,
+        embedder: ShotEmbedder | None = None,
+        per_modality_norm: bool | None = None,
         index_cache: bool = False,
     ):
-        from mediafm_jax.embed import EmbeddingStore
-
         if method not in METHODS:
             raise SearchError(f"method {method!r}: expected one of {METHODS}")
         self.store = ShotStore(store) if isinstance(store, str) else store
         if isinstance(emb, str | os.PathLike):
             emb = EmbeddingStore(str(emb))
         if emb is not None:
-            check_aligned(emb, self.store)  # also for concat: the user named both
+            emb.check_aligned(self.store)  # also for concat: the user named both
         self.method = method
+        if per_modality_norm is None:
+            per_modality_norm = run_fusion(emb, embedder) if method == "concat" else False
         if method == "context":
             self.vectors_nd = context_vectors(self.store, emb, embedder)
         else:
@@ -500,7 +491,7 @@ def search(
     method: str = "context",
     exclude_title: bool = False,
     backend: str = "auto",
-    embedder: Embedder | None = None,
+    embedder: ShotEmbedder | None = None,
 ) -> list[Hit]:
     """One query against a catalog (builds a ``Searcher``; keep one for many queries)."""
     searcher = Searcher(store, emb, method=method, backend=backend, embedder=embedder)

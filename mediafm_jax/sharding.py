@@ -19,7 +19,7 @@ import optax
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from mediafm_jax.config import MeshConfig
+from mediafm_jax.config import MeshConfig, resolve_mesh_shape
 
 MESH_AXES = ("data", "fsdp", "tensor")
 LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
@@ -32,24 +32,6 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "pos": None,
     "norm": None,
 }
-
-
-def resolve_mesh_shape(config: MeshConfig, num_devices: int) -> tuple[int, int, int]:
-    """Fills one -1 axis with the devices left over; checks the product."""
-    shape = [config.data, config.fsdp, config.tensor]
-    if shape.count(-1) > 1:
-        raise ValueError(f"mesh {shape}: at most one axis may be -1")
-    known = math.prod(s for s in shape if s != -1)
-    if -1 in shape:
-        if num_devices % known:
-            raise ValueError(f"mesh {shape}: {num_devices} devices are not divisible by {known}")
-        shape[shape.index(-1)] = num_devices // known
-    if math.prod(shape) != num_devices:
-        raise ValueError(
-            f"mesh data={shape[0]} x fsdp={shape[1]} x tensor={shape[2]} needs "
-            f"{math.prod(shape)} devices, {num_devices} are available"
-        )
-    return tuple(shape)  # type: ignore[return-value]
 
 
 def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -17,7 +17,6 @@ import dataclasses
 import datetime
 import functools
 import json
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -32,38 +31,15 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from mediafm_jax import config as config_lib
-from mediafm_jax import optim, outputs, sharding
-from mediafm_jax.checkpoint import REJECTED_DIR, Checkpointer
+from mediafm_jax import optim, outputs, run, sharding
+from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import ExperimentConfig, ObjectiveConfig
 from mediafm_jax.data import pipeline
-from mediafm_jax.data import store as store_lib
 from mediafm_jax.data.store import ShotStore
-from mediafm_jax.embed import READOUT_FILE
 from mediafm_jax.errors import ConfigError, NonFiniteLossError, UsageError
 from mediafm_jax.model import DataDims, Encoder, abstract_encoder
 from mediafm_jax.objective import msm_loss
 from mediafm_jax.streams import step_key
-
-# what a run directory holds (its marker lists it: a demo's --overwrite keeps other files)
-RUN_LAYOUT = (
-    "checkpoints/",
-    f"{REJECTED_DIR}/",
-    "config.json",
-    "config_history.jsonl",
-    "metrics.jsonl",
-    "tb/",
-    "plots/",
-    READOUT_FILE,
-)
-
-
-def data_dims(store: ShotStore, global_input: str = "title_embedding") -> DataDims:
-    return DataDims(
-        fused=store.num_features,
-        title=store.global_vectors(global_input).shape[1],
-        modalities=tuple((m.start, m.stop) for m in store.modalities),
-    )
-
 
 # ---------------------------------------------------------------------------------------
 # The update step: a pure function of pytrees.
@@ -338,17 +314,6 @@ RESUMABLE_CHANGES = (
 )
 
 
-def store_identity(store: ShotStore) -> dict[str, Any]:
-    """What makes a store the same data: its manifest checksum, columns and counts."""
-    return {
-        "root": os.path.abspath(store.root) if store_lib.is_local(store.root) else store.root,
-        "checksum": store.manifest.get("checksums"),
-        "modalities": [[m.name, m.start, m.stop] for m in store.modalities],
-        "titles": store.num_titles,
-        "shots": store.num_shots,
-    }
-
-
 def config_changes(saved: dict, current: dict) -> dict[str, tuple[Any, Any]]:
     """``{key: (old, new)}`` for every flattened key that differs; keys the saved record
     lacks (written by an older version) are not compared."""
@@ -363,7 +328,7 @@ def _resume_guard(workdir: Path, current: dict, allow_change: bool) -> Callable[
     with a readable diff, unless ``--allow-config-change`` records it in the history."""
 
     def check(step: int, saved: dict) -> None:
-        changes = config_changes(saved, current)
+        changes = config_changes(run.upgrade(saved), current)
         moved = changes.pop("store.root", None)
         blocking = {k: v for k, v in changes.items() if k not in RESUMABLE_CHANGES}
         if moved is not None and jax.process_index() == 0:
@@ -382,7 +347,7 @@ def _resume_guard(workdir: Path, current: dict, allow_change: bool) -> Callable[
                 "step": step,
                 "changes": {k: [a, b] for k, (a, b) in blocking.items()},
             }
-            with (workdir / "config_history.jsonl").open("a") as f:
+            with (workdir / run.HISTORY_FILE).open("a") as f:
                 f.write(json.dumps(entry) + "\n")
             print(f"resume: continuing step {step} with changed settings: {diff}", flush=True)
 
@@ -481,7 +446,7 @@ def train(
     _check_workdir_path(workdir)
     store = ShotStore(store_path)
     if is_main:
-        outputs.claim_folder(workdir, "run", owns=RUN_LAYOUT, inputs=[store_path])
+        outputs.claim_folder(workdir, "run", owns=run.LAYOUT, inputs=[store_path])
 
     # -- Data ----------------------------------------------------------------------------
     size_gb = store.num_shots * store.num_features * 2 / 1e9
@@ -489,7 +454,7 @@ def train(
         config.data.in_memory == "auto" and size_gb <= config.data.in_memory_max_gb
     ):
         store.load_into_memory()
-    dims = data_dims(store, config.model.global_input)
+    dims = run.data_dims(store, config.model.global_input)
     dataset = pipeline.make_dataset(
         store,
         global_batch_size=config.train.batch_size,
@@ -509,11 +474,7 @@ def train(
     # -- Mesh and state: resume from the newest checkpoint that verifies -----------------
     mesh = sharding.make_mesh(config.mesh, devices)
     setup = TrainSetup.create(config, dims, mesh)
-    saved_config = {
-        **config_lib.to_dict(config),
-        "data_dims": dataclasses.asdict(dims),
-        "store": store_identity(store),
-    }
+    saved_config = run.record(config, dims, store)
     checkpointer = Checkpointer(
         workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save
     )
@@ -539,7 +500,7 @@ def train(
         dropped = cut_metrics(workdir / "metrics.jsonl", start_step)
         if dropped:
             print(f"metrics.jsonl: dropped {dropped} records after step {start_step}", flush=True)
-        config_lib.save_json(config, workdir / "config.json")
+        config_lib.save_json(config, workdir / run.CONFIG_FILE)
         n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
         print(
             f"model: {n_params:,} params; mesh {dict(mesh.shape)}; "

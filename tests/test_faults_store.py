@@ -281,7 +281,7 @@ def _embedding_store(root: Path) -> None:
 
 
 def test_embedding_store_file_checks(tmp_path):
-    from mediafm_jax.embed import EmbeddingStore
+    from mediafm_jax.data.embeddings import EmbeddingStore
 
     root = tmp_path / "emb"
     _embedding_store(root)

@@ -52,7 +52,7 @@ def test_loss_matches_float64_reference(post_ln):
             model, jax.tree.map(jnp.asarray, batch), obj, key=None, train=False
         )
         hidden = model(
-            fuse(batch["shots"], batch["present"], DIMS, obj),
+            fuse(batch["shots"], DIMS.modalities),
             batch["valid"],
             batch["title_embedding"],
             mask_bw=selected(batch) & batch["present"].any(-1),
@@ -69,7 +69,7 @@ def test_loss_matches_float64_reference(post_ln):
 def test_shapes_and_padding_does_not_leak():
     model = Encoder(CFG, DIMS, nnx.Rngs(0))
     batch = make_batch()
-    fused = fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig())
+    fused = fuse(batch["shots"], DIMS.modalities)
     hidden, layers = model(fused, batch["valid"], batch["title_embedding"], return_all_layers=True)
     assert hidden.shape == (3, 14, 16) and layers.shape == (3, 3, 14, 16)
     noisy = dict(batch)
@@ -95,16 +95,43 @@ def test_gradients_reach_every_parameter():
 
 def test_fuse_unit_norm_and_zero_rows():
     batch = make_batch()
-    fused = np.asarray(fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig()))
+    fused = np.asarray(fuse(batch["shots"], DIMS.modalities))
     norms = np.linalg.norm(fused, axis=-1)
     content = batch["present"].any(-1)
     np.testing.assert_allclose(norms[batch["valid"] & content], 1.0, rtol=1e-5)
     assert not fused[~batch["valid"] | ~content].any()
-    per = np.asarray(
-        fuse(batch["shots"], batch["present"], DIMS, ObjectiveConfig(per_modality_norm=True))
-    )
+    per = np.asarray(fuse(batch["shots"], DIMS.modalities, per_modality_norm=True))
     video = per[0, 0, :6]
     np.testing.assert_allclose(np.linalg.norm(video), 1 / np.sqrt(3), rtol=1e-4)
+
+
+@pytest.mark.parametrize("per_modality_norm", [False, True])
+def test_numpy_fusion_is_the_jitted_jax_fusion(per_modality_norm):
+    """One definition, two namespaces: the host's NumPy fusion (search, probe, ingest)
+    equals what the device computes under jit, modality dropout's keep mask included."""
+    from mediafm_jax.objective import modality_keep
+
+    batch = make_batch()
+    keep = np.asarray(modality_keep(jnp.asarray(batch["present"]), 0.5, jax.random.key(0)))
+    assert not keep.all() and keep.any()  # the mask drops something
+
+    @jax.jit
+    def on_device(shots, keep):
+        return fuse(shots, DIMS.modalities, per_modality_norm, keep)
+
+    for mask in (None, keep):
+        host = fuse(batch["shots"], DIMS.modalities, per_modality_norm, mask)
+        assert isinstance(host, np.ndarray) and host.dtype == np.float32
+        device = on_device(jnp.asarray(batch["shots"]), None if mask is None else jnp.asarray(mask))
+        np.testing.assert_allclose(host, np.asarray(device), rtol=1e-6, atol=1e-7)
+    # an independent float64 reference of the per-modality fusion
+    x = batch["shots"].astype(np.float64)
+    parts = [x[..., a:b] for a, b in DIMS.modalities]
+    if per_modality_norm:
+        parts = [p / (np.linalg.norm(p, axis=-1, keepdims=True) + 1e-6) for p in parts]
+    ref = np.concatenate([p * keep[..., i : i + 1] for i, p in enumerate(parts)], -1)
+    ref /= np.linalg.norm(ref, axis=-1, keepdims=True) + 1e-6
+    np.testing.assert_allclose(fuse(x, DIMS.modalities, per_modality_norm, keep), ref, atol=1e-12)
 
 
 def test_corruption_shares():

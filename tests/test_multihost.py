@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from mediafm_jax import config as config_lib
-from mediafm_jax import presets, sharding, train
+from mediafm_jax import presets, run, sharding, train
 from mediafm_jax.checkpoint import Checkpointer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +70,7 @@ def _final_params(workdir, store):
 
     cfg = config_lib.apply_overrides(presets.tiny(), SETTINGS)
     mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
-    setup = train.TrainSetup.create(cfg, train.data_dims(ShotStore(store)), mesh)
+    setup = train.TrainSetup.create(cfg, run.data_dims(ShotStore(store)), mesh)
     ckpt = Checkpointer(workdir)
     params = ckpt.restore_params(ckpt.latest_step(), setup.abstract_state["params"])
     ckpt.close()
@@ -152,6 +152,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tiny_store, tmp_path
 
 def test_two_process_embed_equals_one_process(tiny_run, tiny_store, tmp_path):
     from mediafm_jax import embed
+    from mediafm_jax.data.embeddings import EmbeddingStore
     from mediafm_jax.data.store import ShotStore
 
     out = tmp_path / "emb2"
@@ -183,6 +184,6 @@ def test_two_process_embed_equals_one_process(tiny_run, tiny_store, tmp_path):
     one = embed.embed_store(
         embed.Embedder(tiny_run, devices=jax.devices()[:1]), store, str(tmp_path / "emb1")
     )
-    two = embed.EmbeddingStore(str(out))
+    two = EmbeddingStore(str(out))
     np.testing.assert_allclose(two.shot_embeddings(), one.shot_embeddings(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(two.cls_embeddings(), one.cls_embeddings(), rtol=1e-5, atol=1e-5)

@@ -198,7 +198,7 @@ def test_info_nce_matches_a_float64_loop():
 def test_recorded_readout_is_the_default_and_last_input_carries_the_input(tiny_run, tiny_store):
     import jax
 
-    from mediafm_jax import embed
+    from mediafm_jax import embed, run
     from mediafm_jax.data.store import ShotStore
     from mediafm_jax.errors import StoreError
 
@@ -206,7 +206,7 @@ def test_recorded_readout_is_the_default_and_last_input_carries_the_input(tiny_r
     devices = jax.devices()[:1]
     plain = embed.Embedder(tiny_run, devices=devices)
     assert plain.layers == "last"  # no readout.json: today's default
-    record = embed.record_readout(tiny_run, "last+input", {"split": "val"})
+    record = run.record_readout(tiny_run, "last+input", {"split": "val"})
     try:
         chosen = embed.Embedder(tiny_run, devices=devices)
         assert chosen.layers == "last+input"
@@ -260,7 +260,7 @@ def test_choose_readout_records_the_best_validation_mean(
     winner becomes the run's default readout."""
     import jax
 
-    from mediafm_jax import embed, probe
+    from mediafm_jax import embed, probe, run
     from mediafm_jax.data.store import ShotStore
 
     store = ShotStore(tiny_store)
@@ -279,7 +279,7 @@ def test_choose_readout_records_the_best_validation_mean(
             assert scores[layers] == pytest.approx(np.mean(means), abs=1e-9)
         assert embed.Embedder(tiny_run, devices=jax.devices()[:1]).layers == best
     finally:
-        (tiny_run / embed.READOUT_FILE).unlink(missing_ok=True)
+        (tiny_run / run.READOUT_FILE).unlink(missing_ok=True)
 
 
 def test_validation_clips_never_hold_a_test_title():

@@ -238,7 +238,6 @@ def main() -> None:
         import jax.numpy as jnp
         from flax import nnx
 
-        from mediafm_jax.config import ObjectiveConfig
         from mediafm_jax.fusion import fuse
         from mediafm_jax.model import NUM_SPECIAL, Encoder
 
@@ -248,7 +247,7 @@ def main() -> None:
         @jax.jit
         def encode(params, shots, present, valid, title):
             model = nnx.merge(graphdef, params)
-            hidden = model(fuse(shots, present, DIMS, ObjectiveConfig()), valid, title)
+            hidden = model(fuse(shots, DIMS.modalities), valid, title)
             return hidden[:, NUM_SPECIAL:].astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
 
         host = host_batch(first, w)

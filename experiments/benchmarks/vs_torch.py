@@ -190,7 +190,6 @@ def worker_jax_embed(spec, host, steps: int) -> list[float]:
     import jax.numpy as jnp
     from flax import nnx
 
-    from mediafm_jax.config import ObjectiveConfig
     from mediafm_jax.fusion import fuse
     from mediafm_jax.model import NUM_SPECIAL, Encoder
 
@@ -201,7 +200,7 @@ def worker_jax_embed(spec, host, steps: int) -> list[float]:
     @jax.jit
     def encode(params, shots, present, valid, title_embedding):
         model = nnx.merge(graphdef, params)
-        fused = fuse(shots, present, dims, ObjectiveConfig())
+        fused = fuse(shots, dims.modalities)
         hidden = model(fused, valid, title_embedding)
         return hidden[:, NUM_SPECIAL:].astype(jnp.float32), hidden[:, 0].astype(jnp.float32)
 

@@ -17,8 +17,8 @@ import argparse
 
 import numpy as np
 
+from mediafm_jax.data.embeddings import EmbeddingStore
 from mediafm_jax.data.store import ShotStore
-from mediafm_jax.embed import EmbeddingStore
 from mediafm_jax.probe import context_rows, input_rows, intervals
 from mediafm_jax.probe.linear import run_probe
 from mediafm_jax.probe.tasks import load_clips, load_tasks

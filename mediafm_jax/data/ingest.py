@@ -25,6 +25,7 @@ from tqdm import tqdm
 from mediafm_jax import outputs
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.errors import IngestError
+from mediafm_jax.fusion import fuse
 
 SPLITS = ("train", "val", "test")
 OPTIONAL_KEYS = ("start_s", "end_s", "title_embedding")
@@ -32,7 +33,6 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_NAME_BYTES = 255 - len(".npz")  # the usual file-name limit, less the suffix
 # What reading a damaged npz member can raise (short data, bad CRC, bad deflate stream).
-FUSE_EPS = 1e-6  # objective.EPS (not imported: ingest does not load JAX)
 READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
@@ -289,17 +289,18 @@ def _load_title(
 
 
 def title_mean(shots_nf: np.ndarray) -> np.ndarray:
-    """[F] float32: the mean of a title's fused shots (concatenate -> unit norm, as
-    ``objective.fuse`` does by default) over its shots with content; zeros when none.
+    """[F] float32: the mean of a title's fused shots (``fusion.fuse`` with the default,
+    no per-modality norm: the store does not know the model, so ``config`` refuses
+    ``model.per_modality_norm`` with a title_mean [GLOBAL]) over its shots with content;
+    zeros when none.
 
     Accumulated in float64, so the summary does not depend on the title's length.
     """
     x_nf = shots_nf.astype(np.float64)
-    norm_n1 = np.linalg.norm(x_nf, axis=1, keepdims=True)
-    content = norm_n1[:, 0] > 0
+    content = np.any(x_nf != 0, axis=1)
     if not content.any():
         return np.zeros(shots_nf.shape[1], np.float32)
-    return (x_nf[content] / (norm_n1[content] + FUSE_EPS)).mean(0).astype(np.float32)
+    return fuse(x_nf[content], [(0, x_nf.shape[1])]).mean(0).astype(np.float32)
 
 
 def _check_times(header: TitleHeader, start: np.ndarray, end: np.ndarray) -> None:

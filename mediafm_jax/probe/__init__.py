@@ -22,9 +22,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mediafm_jax import outputs
+from mediafm_jax import outputs, run
+from mediafm_jax.data.embeddings import EmbeddingStore
 from mediafm_jax.data.store import ShotStore
-from mediafm_jax.embed import Embedder, EmbeddingStore, record_readout
+from mediafm_jax.embed import Embedder
+from mediafm_jax.fusion import fuse, unit
 from mediafm_jax.probe import baselines
 from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
 from mediafm_jax.probe.metrics import interval, title_bootstrap
@@ -33,7 +35,6 @@ from mediafm_jax.probe.tasks import Clips, ProbeInputError, load_clips, load_tas
 from mediafm_jax.readouts import READOUTS
 
 __all__ = ["run_probes", "choose_readout", "ProbeInputError", "markdown_table"]
-EPS = 1e-6
 BASELINE = "concat"
 HAND_MADE = "title_mean"  # the label-free context baseline (baselines.py)
 
@@ -65,10 +66,6 @@ def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict
     return out
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + EPS)
-
-
 def _pool(rows_by_title: dict[int, np.ndarray], clips: Clips) -> np.ndarray:
     return np.stack(
         [
@@ -78,18 +75,22 @@ def _pool(rows_by_title: dict[int, np.ndarray], clips: Clips) -> np.ndarray:
     )
 
 
-def input_rows(store: ShotStore, titles: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
-    """Unit-normed input rows per title: ``concat`` and one entry per modality.
+def input_rows(
+    store: ShotStore, titles: np.ndarray, per_modality_norm: bool = False
+) -> dict[str, dict[int, np.ndarray]]:
+    """Unit-normed input rows per title: ``concat`` (the fused input the model sees, with
+    the run's ``per_modality_norm``) and one entry per modality.
 
     Read once for all tasks, as the context rows are, so tasks sharing titles do not read
     and normalize them again.
     """
     raw = {int(t): store.read_rows(*store.title_rows(int(t))).astype(np.float32) for t in titles}
-    rows = {"concat": {t: _unit(x) for t, x in raw.items()}}
+    columns = [(m.start, m.stop) for m in store.modalities]
+    rows = {"concat": {t: fuse(x, columns, per_modality_norm) for t, x in raw.items()}}
     if len(store.modalities) == 1:  # the one modality's rows are concat's: no second column
         return rows
     for m in store.modalities:
-        rows[m.name] = {t: _unit(x[:, m.start : m.stop]) for t, x in raw.items()}
+        rows[m.name] = {t: unit(x[:, m.start : m.stop]) for t, x in raw.items()}
     return rows
 
 
@@ -98,8 +99,7 @@ def context_rows(
 ) -> dict[int, np.ndarray]:
     """In-context shot embeddings per title, read from ``emb`` or computed."""
     if emb is not None:
-        if emb.title_ids != store.title_ids:
-            raise ProbeInputError(f"{emb.root}: embeds another catalog than {store.root}")
+        emb.check_aligned(store)
         shots = emb.shot_embeddings()
         return {int(t): shots[slice(*store.title_rows(int(t)))] for t in titles}
     assert embedder is not None
@@ -174,7 +174,7 @@ def choose_readout(
             print(f"readout {layers}: val mean {scores[layers]:.3f} ({tasks_text})", flush=True)
     best = max(scores, key=scores.get)
     if main:
-        record_readout(
+        run.record_readout(
             run_dir,
             best,
             {
@@ -228,7 +228,11 @@ def run_probes(
         clips_by_task = {name: validation_clips(c) for name, c in clips_by_task.items()}
     all_titles = np.unique(np.concatenate([c.title for c in clips_by_task.values()]))
     context = context_rows(embedder, store, all_titles, emb) if (embedder or emb) else None
-    modality_rows = input_rows(store, all_titles)
+    if embedder is not None:
+        per_modality_norm = embedder.config.model.per_modality_norm
+    else:
+        per_modality_norm = emb.per_modality_norm() if emb is not None else False
+    modality_rows = input_rows(store, all_titles, per_modality_norm)
     results = {}
     for task in tqdm(tasks, desc="probe", unit="task", disable=None if main else True):
         clips = clips_by_task[task.name]

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from mediafm_jax.fusion import EPS
 from mediafm_jax.probe.tasks import Clips
 
 NOVELTY_SCALES = (1, 2, 4, 8, 16)
-EPS = 1e-6
 
 
 def title_mean(rows_by_title: dict[int, np.ndarray], clips: Clips) -> np.ndarray:
