@@ -126,11 +126,6 @@ class Block(nnx.Module):
 
 class Encoder(nnx.Module):
     def __init__(self, config: ModelConfig, dims: DataDims, rngs: nnx.Rngs):
-        if config.hidden_size % config.num_heads:
-            raise ValueError(
-                f"model.hidden_size={config.hidden_size} is not divisible by "
-                f"model.num_heads={config.num_heads}"
-            )
         h = config.hidden_size
         dtype = jnp.dtype(config.compute_dtype)
         self.config = config
