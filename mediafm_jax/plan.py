@@ -71,11 +71,11 @@ def count_params(config: ExperimentConfig, fused: int, title: int) -> tuple[int,
 
 
 def train_flops_per_shot(
-    hidden: int, layers: int, mlp: int, window: int, fused: int, mask_ratio: float = 0.2
+    hidden: int, layers: int, mlp: int, window: int, fused: int, mask_ratio: float
 ) -> float:
     """Training FLOPs (forward + backward) per shot of a full window of ``window`` shots:
-    6 x block matmul params x tokens + attention + input and (at the targets) output
-    projections; the optimizer is not counted."""
+    6 x block matmul params x tokens + attention + input and (at the ``mask_ratio`` of
+    shots that are targets) output projections; the optimizer is not counted."""
     t = window + 2
     blocks = 6 * layers * (4 * hidden**2 + 2 * hidden * mlp) * t / window
     attention = 12 * layers * t * t * hidden / window
@@ -83,11 +83,11 @@ def train_flops_per_shot(
     return blocks + attention + projections
 
 
-def flops_per_shot(config: ExperimentConfig, fused: int, mask_ratio: float = 0.2) -> float:
-    """``train_flops_per_shot`` of a config's model."""
+def flops_per_shot(config: ExperimentConfig, fused: int) -> float:
+    """``train_flops_per_shot`` of a config's model and masking objective."""
     m = config.model
     return train_flops_per_shot(
-        m.hidden_size, m.num_layers, m.mlp_size, m.max_shots, fused, mask_ratio
+        m.hidden_size, m.num_layers, m.mlp_size, m.max_shots, fused, config.objective.mask_ratio
     )
 
 
