@@ -79,6 +79,16 @@ def learning_rate_schedule(peak: float, config: OptimConfig, total_steps: int) -
     )
 
 
+def learning_rates(config: OptimConfig, total_steps: int) -> dict[str, optax.Schedule]:
+    """Each optimizer group's schedule, under the metrics key it is logged as (Muon's
+    peak is ``muon_learning_rate``, else ``learning_rate``: the moonlight scale)."""
+    rates = {"learning_rate": learning_rate_schedule(config.learning_rate, config, total_steps)}
+    if config.kind == "muon_adamw":
+        muon_peak = config.muon_learning_rate or config.learning_rate
+        rates["muon_learning_rate"] = learning_rate_schedule(muon_peak, config, total_steps)
+    return rates
+
+
 def stack_sharding_for(mesh: Mesh | None):
     """The gather-free layout's stack sharding on the mesh's fsdp axis (None: off)."""
     if mesh is None or mesh.shape["fsdp"] == 1:
@@ -100,9 +110,9 @@ def build_optimizer(
     config: OptimConfig, total_steps: int, params: Any, mesh: Mesh | None = None
 ) -> optax.GradientTransformation:
     """Clip -> (Muon on block matrices | AdamW on the rest), under optional accumulation."""
-    schedule = learning_rate_schedule(config.learning_rate, config, total_steps)
+    rates = learning_rates(config, total_steps)
     adamw = optax.adamw(
-        schedule,
+        rates["learning_rate"],
         b1=config.b1,
         b2=config.b2,
         eps=config.eps,
@@ -111,7 +121,6 @@ def build_optimizer(
     )
     transforms: Mapping[str, optax.GradientTransformation] = {"adamw": adamw}
     if config.kind == "muon_adamw":
-        muon_lr = config.muon_learning_rate or config.learning_rate
         transforms = {
             "adamw": adamw,
             "muon": optax.chain(
@@ -126,7 +135,7 @@ def build_optimizer(
                     ns_coeffs=config.muon_ns_coeffs,
                 ),
                 optax.add_decayed_weights(config.weight_decay),
-                optax.scale_by_learning_rate(learning_rate_schedule(muon_lr, config, total_steps)),
+                optax.scale_by_learning_rate(rates["muon_learning_rate"]),
             ),
         }
     chain = optax.partition(transforms, lambda p: param_labels(p, config.kind))
