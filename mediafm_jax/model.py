@@ -205,6 +205,7 @@ class Encoder(nnx.Module):
 def abstract_encoder(config: ModelConfig, dims: DataDims) -> tuple[nnx.GraphDef, nnx.State]:
     """(graph definition, abstract parameters) of the encoder: shapes only, no memory.
 
-    The one place the model is built from (config, dims), for training and inference.
+    Training, inference and ``plan`` take the model's structure from here; the values are
+    created by training's sharded init (``train.TrainSetup.init_state``) or restored.
     """
     return nnx.split(nnx.eval_shape(lambda: Encoder(config, dims, nnx.Rngs(0))), nnx.Param)

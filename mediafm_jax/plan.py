@@ -17,7 +17,7 @@ from flax import nnx
 
 from mediafm_jax import optim
 from mediafm_jax.config import ExperimentConfig, resolve_mesh_shape
-from mediafm_jax.model import DataDims, Encoder
+from mediafm_jax.model import DataDims, abstract_encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +57,12 @@ class Plan:
 def count_params(config: ExperimentConfig, fused: int, title: int) -> tuple[int, int, int]:
     """(all params, params of the block matrices, params Muon trains), counted on the model.
 
-    The model is built with ``nnx.eval_shape`` (shapes only, nothing allocated); the block
+    The model's shapes come from ``model.abstract_encoder`` (nothing allocated); the block
     matrices are the leaves ``optim.param_labels`` routes to Muon, so the plan and the
     optimizer share one partition rule.
     """
-    dims = DataDims(fused, title, ((0, fused),))
-    model = nnx.eval_shape(lambda: Encoder(config.model, dims, nnx.Rngs(0)))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    _, abstract_params = abstract_encoder(config.model, DataDims(fused, title, ((0, fused),)))
+    params = nnx.to_pure_dict(abstract_params)
     sizes = [math.prod(p.shape) for p in jax.tree.leaves(params)]
     labels = jax.tree.leaves(optim.param_labels(params))
     matrices = sum(s for s, label in zip(sizes, labels, strict=True) if label == "muon")
