@@ -1,7 +1,7 @@
 """Config: field types and bounds, cross-field rules, and the CLI's one-line refusals.
 
 Every refusal is checked for exit code 2, a single stderr line naming the key, and that
-nothing was created on disk.
+nothing was created or changed on disk (``faults.assert_one_line_error``).
 """
 
 import dataclasses
@@ -10,19 +10,18 @@ import typing
 
 import pydantic
 import pytest
+from faults import assert_one_line_error, run_cli
 
-from mediafm_jax import cli, presets
 from mediafm_jax import config as config_lib
+from mediafm_jax import presets
 from mediafm_jax.errors import validation_message
 
 TRAIN = ["train", "--config", "experiments/configs/tiny.py"]
 
 
-def _refused(capsys, argv) -> str:
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0, err
-    return err
+def _refused(capsys, argv, root) -> str:
+    """Exit code 2, one line, nothing under ``root`` changed (a fault case that held)."""
+    return assert_one_line_error([str(a) for a in argv], capsys, root)
 
 
 @pytest.mark.parametrize(
@@ -52,22 +51,21 @@ def _refused(capsys, argv) -> str:
 )
 def test_bad_setting_is_one_line_and_creates_nothing(tmp_path, capsys, override, named):
     run = tmp_path / "run"
-    err = _refused(
-        capsys, [*TRAIN, "--store", str(tmp_path / "s"), "--workdir", str(run), "--set", override]
-    )
+    argv = [*TRAIN, "--store", tmp_path / "s", "--workdir", run, "--set", override]
+    err = _refused(capsys, argv, tmp_path)
     assert named in err
     assert not run.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_missing_store_and_workdir_under_a_file_create_nothing(tmp_path, capsys, tiny_store):
     run = tmp_path / "run"
-    err = _refused(capsys, [*TRAIN, "--store", str(tmp_path / "nope"), "--workdir", str(run)])
+    err = _refused(capsys, [*TRAIN, "--store", tmp_path / "nope", "--workdir", run], tmp_path)
     assert "nope" in err and not run.exists()
     blocker = tmp_path / "file.txt"
     blocker.write_text("mine")
-    err = _refused(capsys, [*TRAIN, "--store", tiny_store, "--workdir", str(blocker / "run")])
+    err = _refused(capsys, [*TRAIN, "--store", tiny_store, "--workdir", blocker / "run"], tmp_path)
     assert "is under the file" in err and str(blocker) in err
-    err = _refused(capsys, [*TRAIN, "--store", tiny_store, "--workdir", str(blocker)])
+    err = _refused(capsys, [*TRAIN, "--store", tiny_store, "--workdir", blocker], tmp_path)
     assert "is a file" in err
     assert blocker.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
         "file.txt"
@@ -76,17 +74,15 @@ def test_missing_store_and_workdir_under_a_file_create_nothing(tmp_path, capsys,
 
 def test_embed_of_a_missing_run_creates_nothing(tmp_path, capsys, tiny_store):
     missing = tmp_path / "MISSING"
-    err = _refused(
-        capsys,
-        ["embed", "--workdir", str(missing), "--store", tiny_store, "--out", str(tmp_path / "e")],
-    )
+    argv = ["embed", "--workdir", missing, "--store", tiny_store, "--out", tmp_path / "e"]
+    err = _refused(capsys, argv, tmp_path)
     assert "MISSING" in err and "no checkpoints" in err
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("titles", ["-3", "0"])
 def test_synth_title_count_must_be_positive(tmp_path, capsys, titles):
-    err = _refused(capsys, ["synth", str(tmp_path / "src"), "--titles", titles])
+    err = _refused(capsys, ["synth", tmp_path / "src", "--titles", titles], tmp_path)
     assert f"--titles {titles}" in err and list(tmp_path.iterdir()) == []
 
 
@@ -174,7 +170,8 @@ def test_bad_value_in_a_config_file_is_one_line(tmp_path, capsys):
         "def get_config(arg=None):\n"
         "    return dataclasses.replace(presets.tiny(), model=ModelConfig(num_heads='4'))\n"
     )
-    err = _refused(capsys, ["train", "--config", str(path), "--store", "s", "--workdir", "r"])
+    argv = ["train", "--config", path, "--store", tmp_path / "s", "--workdir", tmp_path / "r"]
+    err = _refused(capsys, argv, tmp_path)
     assert err.endswith(
         f"error: --config {path}: ModelConfig: num_heads='4': Input should be a valid integer"
     )
@@ -222,7 +219,7 @@ def test_config_file_arg_sets_steps_batch_seed_and_variant():
 def test_bad_config_arg_is_one_line(tmp_path, capsys, arg, named):
     argv = ["train", "--config", f"experiments/configs/demo.py:{arg}"]
     err = _refused(
-        capsys, [*argv, "--store", str(tmp_path / "s"), "--workdir", str(tmp_path / "r")]
+        capsys, [*argv, "--store", tmp_path / "s", "--workdir", tmp_path / "r"], tmp_path
     )
     assert err.startswith("error: --config experiments/configs/demo.py:") or "--config" in err
     assert named in err
@@ -232,7 +229,7 @@ def test_bad_config_arg_is_one_line(tmp_path, capsys, arg, named):
 def test_config_arg_reaches_the_run(tmp_path, capsys):
     """demo.py:steps=50 is accepted: the refusal is about the missing store, not the arg."""
     argv = ["train", "--config", "experiments/configs/demo.py:steps=50"]
-    err = _refused(
-        capsys, [*argv, "--store", str(tmp_path / "nope"), "--workdir", str(tmp_path / "r")]
+    code, err = run_cli(
+        [*argv, "--store", str(tmp_path / "nope"), "--workdir", str(tmp_path / "r")], capsys
     )
-    assert "nope" in err and "expected" not in err
+    assert code == 2 and "nope" in err[0] and "Input should" not in err[0]
