@@ -126,11 +126,6 @@ class Block(nnx.Module):
 
 class Encoder(nnx.Module):
     def __init__(self, config: ModelConfig, dims: DataDims, rngs: nnx.Rngs):
-        if config.hidden_size % config.num_heads:
-            raise ValueError(
-                f"model.hidden_size={config.hidden_size} is not divisible by "
-                f"model.num_heads={config.num_heads}"
-            )
         h = config.hidden_size
         dtype = jnp.dtype(config.compute_dtype)
         self.config = config
@@ -210,6 +205,7 @@ class Encoder(nnx.Module):
 def abstract_encoder(config: ModelConfig, dims: DataDims) -> tuple[nnx.GraphDef, nnx.State]:
     """(graph definition, abstract parameters) of the encoder: shapes only, no memory.
 
-    The one place the model is built from (config, dims), for training and inference.
+    Training, inference and ``plan`` take the model's structure from here; the values are
+    created by training's sharded init (``train.TrainSetup.init_state``) or restored.
     """
     return nnx.split(nnx.eval_shape(lambda: Encoder(config, dims, nnx.Rngs(0))), nnx.Param)

@@ -17,7 +17,7 @@ from flax import nnx
 
 from mediafm_jax import optim
 from mediafm_jax.config import ExperimentConfig, resolve_mesh_shape
-from mediafm_jax.model import DataDims, Encoder
+from mediafm_jax.model import DataDims, abstract_encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +57,12 @@ class Plan:
 def count_params(config: ExperimentConfig, fused: int, title: int) -> tuple[int, int, int]:
     """(all params, params of the block matrices, params Muon trains), counted on the model.
 
-    The model is built with ``nnx.eval_shape`` (shapes only, nothing allocated); the block
+    The model's shapes come from ``model.abstract_encoder`` (nothing allocated); the block
     matrices are the leaves ``optim.param_labels`` routes to Muon, so the plan and the
     optimizer share one partition rule.
     """
-    dims = DataDims(fused, title, ((0, fused),))
-    model = nnx.eval_shape(lambda: Encoder(config.model, dims, nnx.Rngs(0)))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    _, abstract_params = abstract_encoder(config.model, DataDims(fused, title, ((0, fused),)))
+    params = nnx.to_pure_dict(abstract_params)
     sizes = [math.prod(p.shape) for p in jax.tree.leaves(params)]
     labels = jax.tree.leaves(optim.param_labels(params))
     matrices = sum(s for s, label in zip(sizes, labels, strict=True) if label == "muon")
@@ -71,11 +70,11 @@ def count_params(config: ExperimentConfig, fused: int, title: int) -> tuple[int,
 
 
 def train_flops_per_shot(
-    hidden: int, layers: int, mlp: int, window: int, fused: int, mask_ratio: float = 0.2
+    hidden: int, layers: int, mlp: int, window: int, fused: int, mask_ratio: float
 ) -> float:
     """Training FLOPs (forward + backward) per shot of a full window of ``window`` shots:
-    6 x block matmul params x tokens + attention + input and (at the targets) output
-    projections; the optimizer is not counted."""
+    6 x block matmul params x tokens + attention + input and (at the ``mask_ratio`` of
+    shots that are targets) output projections; the optimizer is not counted."""
     t = window + 2
     blocks = 6 * layers * (4 * hidden**2 + 2 * hidden * mlp) * t / window
     attention = 12 * layers * t * t * hidden / window
@@ -83,11 +82,11 @@ def train_flops_per_shot(
     return blocks + attention + projections
 
 
-def flops_per_shot(config: ExperimentConfig, fused: int, mask_ratio: float = 0.2) -> float:
-    """``train_flops_per_shot`` of a config's model."""
+def flops_per_shot(config: ExperimentConfig, fused: int) -> float:
+    """``train_flops_per_shot`` of a config's model and masking objective."""
     m = config.model
     return train_flops_per_shot(
-        m.hidden_size, m.num_layers, m.mlp_size, m.max_shots, fused, mask_ratio
+        m.hidden_size, m.num_layers, m.mlp_size, m.max_shots, fused, config.objective.mask_ratio
     )
 
 

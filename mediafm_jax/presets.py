@@ -94,21 +94,14 @@ VARIANTS = {"tiny": tiny, "demo": demo, "base": base, "large": large}
 
 def configure(config: ExperimentConfig, arg: str | None) -> ExperimentConfig:
     """A config file's ``arg`` applied to its config, big_vision style:
-    ``variant=NAME`` (the model of preset NAME), ``steps=N``, ``batch_size=N``, ``seed=N``.
+    ``variant=NAME`` (the model of preset NAME), ``steps=N``, ``batch_size=N``, ``seed=N``
+    (typed and checked as ``--set train.steps=N`` ... would be).
     """
-    args = config_lib.parse_arg(
-        arg,
-        variant="",
-        steps=config.train.steps,
-        batch_size=config.train.batch_size,
-        seed=config.train.seed,
-    )
-    if args["variant"] and args["variant"] not in VARIANTS:
-        raise config_lib.ConfigError(
-            f"arg variant={args['variant']!r}: expected one of {sorted(VARIANTS)}"
-        )
-    model = VARIANTS[args["variant"]]().model if args["variant"] else config.model
-    train = dataclasses.replace(
-        config.train, steps=args["steps"], batch_size=args["batch_size"], seed=args["seed"]
-    )
-    return dataclasses.replace(config, model=model, train=train)
+    args = config_lib.parse_arg(arg, ("variant", "steps", "batch_size", "seed"))
+    variant = args.pop("variant", "")
+    if variant and variant not in VARIANTS:
+        raise config_lib.ConfigError(f"arg variant={variant!r}: expected one of {sorted(VARIANTS)}")
+    if variant:
+        config = dataclasses.replace(config, model=VARIANTS[variant]().model)
+    overrides = [f"train.{key}={value}" for key, value in args.items()]
+    return config_lib.apply_overrides(config, overrides, where="arg")

@@ -113,7 +113,6 @@ def read_record(saved: dict[str, Any]) -> tuple[ExperimentConfig, DataDims]:
         modalities=tuple(tuple(m) for m in saved["data_dims"]["modalities"]),
     )
     config = config_lib.from_dict({k: v for k, v in saved.items() if k not in RECORD_KEYS})
-    config_lib.validate(config)
     return config, dims
 
 

@@ -246,11 +246,12 @@ class MetricsWriter:
             if key != "step":
                 self.tb.add_scalar(f"train/{key}", value, record["step"])
         self.tb.flush()
+        muon = record.get("muon_learning_rate")
         print(
             f"step {record['step']:>6d}/{total_steps}  loss {record['loss']:.4f}  "
             f"cos {record['masked_cosine']:.3f}  |g| {record['grad_norm']:.3f}  "
-            f"lr {record['learning_rate']:.2e}  {record['shots_per_s']:,.0f} shots/s  "
-            f"{record['step_time_s'] * 1e3:.0f} ms/step",
+            f"lr {record['learning_rate']:.2e}{'' if muon is None else f' (muon {muon:.2e})'}  "
+            f"{record['shots_per_s']:,.0f} shots/s  {record['step_time_s'] * 1e3:.0f} ms/step",
             flush=True,
         )
 
@@ -517,9 +518,7 @@ def train(
 
     # -- The loop ------------------------------------------------------------------------
     writer = MetricsWriter(workdir, enabled=is_main)
-    schedule = optim.learning_rate_schedule(
-        config.optim.learning_rate, config.optim, config.train.steps
-    )
+    rates = optim.learning_rates(config.optim, config.train.steps)
     metrics = MetricsAccumulator(start_step)
     last: dict[str, float] = {}
     stopped = None
@@ -536,7 +535,7 @@ def train(
             at_save = done % config.checkpoint.every_steps == 0 or done == config.train.steps
             stopping = stop.should_stop(done) and done < config.train.steps
             if at_log or at_save or stopping:  # a record at every save: none lost to a crash
-                last = metrics.record(done) | {"learning_rate": float(schedule(done))}
+                last = metrics.record(done) | {k: float(lr(done)) for k, lr in rates.items()}
                 writer.write(last, config.train.steps)
             if at_save or stopping:
                 checkpointer.save(done, state, iterator.get_state(), saved_config)

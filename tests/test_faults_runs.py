@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from faults import fault_held
 
 import mediafm_jax
 from mediafm_jax import cli, embed, outputs, train
@@ -157,6 +158,7 @@ def test_every_step_bad_is_one_line(base_run, tiny_store, tmp_path, capsys):
     assert err.count("\n") == 0 and "no checkpoint restores and verifies" in err
     assert "step 2" in err and "step 6" in err
     assert not out.exists() and _tree_hash(run) == before
+    fault_held()
 
 
 def _train_args(run, store) -> list[str]:
@@ -220,6 +222,7 @@ def test_resume_with_other_settings_stops_with_a_diff(
     assert err.count("\n") == 0 and diff in err and "--allow-config-change" in err
     assert "train.steps" not in err  # the run length may change
     assert _tree_hash(run) == before
+    fault_held()
 
 
 def test_resume_on_another_store_of_the_same_dims_stops(base_run, tmp_path, capsys):
@@ -235,6 +238,7 @@ def test_resume_on_another_store_of_the_same_dims_stops(base_run, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "store.checksum" in err
     assert _tree_hash(run) == before
+    fault_held()
 
 
 def test_allowed_config_change_is_recorded(base_run, tiny_store, tmp_path, capsys):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import assert_one_line_error, run_cli, tree_hashes
+from faults import assert_one_line_error, fault_held, run_cli, tree_hashes
 
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.errors import StoreError
@@ -126,6 +126,7 @@ def test_flipped_index_byte_stops_training_with_one_line(damaged, capsys, tmp_pa
     assert code == 2 and len(err) == 1, err
     assert "cannot read shots" in err[0] and "shots/c/1/0" in err[0]
     assert tree_hashes(damaged) == before
+    fault_held()
 
 
 def test_deleted_array_metadata(damaged, capsys, tmp_path):

@@ -4,13 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pydantic
 import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from mediafm_jax import optim, sharding
 from mediafm_jax.config import MeshConfig, ModelConfig, OptimConfig
-from mediafm_jax.errors import ConfigError
+from mediafm_jax.errors import validation_message
 from mediafm_jax.model import DataDims, Encoder
 from mediafm_jax.optim.muon import (
     DEFAULT_NS_COEFFS,
@@ -271,11 +272,17 @@ def test_polar_express_matches_float64_and_is_closer_to_the_polar_factor():
 def test_muon_options_are_checked():
     with pytest.raises(ValueError, match="Polar Express schedule is for 5 steps"):
         scale_by_muon(ns_coeffs="polar_express", ns_steps=4)
-    params = {"blocks": {0: {"q": {"kernel": jnp.ones((8, 8))}}}}
-    with pytest.raises(ConfigError, match="optim.muon_stack='sometimes'"):
-        optim.build_optimizer(OptimConfig(muon_stack="sometimes"), 10, params)
-    with pytest.raises(ConfigError, match="optim.muon_ns_coeffs='fast'"):
-        optim.build_optimizer(OptimConfig(muon_ns_coeffs="fast"), 10, params)
+    # The config refuses what scale_by_muon would, before an optimizer is built.
+    for bad, named in [
+        ({"muon_stack": "sometimes"}, "muon_stack=sometimes"),
+        ({"muon_ns_coeffs": "fast"}, "muon_ns_coeffs=fast"),
+        ({"muon_ns_coeffs": "polar_express", "muon_ns_steps": 4}, "muon_ns_steps=5, not 4"),
+    ]:
+        with pytest.raises(pydantic.ValidationError) as err:
+            OptimConfig(**bad)
+        assert named in validation_message(err.value, "optim")
+    steps = len(POLAR_EXPRESS_COEFFS)  # the config's rule is the schedule's length
+    assert OptimConfig(muon_ns_coeffs="polar_express", muon_ns_steps=steps).muon_ns_steps == 5
     cpu_mesh = sharding.make_mesh(MeshConfig(data=1), jax.devices("cpu")[:1])
     assert not optim.stack_newton_schulz("auto", cpu_mesh)
     assert optim.stack_newton_schulz("on", cpu_mesh) and not optim.stack_newton_schulz("off", None)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from faults import fault_held
 
 from mediafm_jax import cli, outputs
 
@@ -109,6 +110,7 @@ def test_refused_outputs_touch_nothing(world, capsys, case):
     assert fragment in err and len(err.strip().splitlines()) == 1, err
     assert tree_digest(world) == before
     assert not [p for p in world.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+    fault_held()
 
 
 def test_refusal_lists_what_is_there(world, capsys):

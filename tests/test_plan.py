@@ -62,3 +62,12 @@ def test_base_matches_the_design_figures():
     p = plan.make_plan(presets.base(), 8, plan.CHIPS["h100"])
     assert 85e6 < p.params < 95e6  # "about 90M params"
     assert 0.55e9 < p.flops_per_shot < 0.65e9  # "about 0.6 GFLOP per shot per training step"
+
+
+def test_plan_counts_the_configs_mask_ratio():
+    """The output projection runs at the targets only: masking half the shots costs more."""
+    base = presets.tiny()
+    half = config_lib.apply_overrides(base, ["objective.mask_ratio=0.5"])
+    cost = lambda cfg: plan.make_plan(cfg, 8, plan.CHIPS["h100"], fused=30, title=7)
+    assert math.isclose(cost(half).flops_per_shot - cost(base).flops_per_shot, 6 * 30 * 32 * 0.3)
+    assert cost(half).shots_per_s_per_host < cost(base).shots_per_s_per_host

@@ -124,11 +124,13 @@ def test_muon_adamw_beats_adamw_at_the_same_budget(tiny_store, tmp_path):
 
 def test_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
     """Log every 10, save every 25: the save's record covers 21-25 and the step-30 line
-    26-30; each record is the mean of exactly its steps' per-step losses."""
+    26-30; each record is the mean of exactly its steps' per-step losses, and carries
+    both groups' learning rates (AdamW's and Muon's)."""
     single = jax.devices()[:1]
-    cfg = _cfg("train.steps=30", "train.log_every=10", "checkpoint.every_steps=25")
+    lrs = ["optim.learning_rate=0.003", "optim.muon_learning_rate=0.01"]
+    cfg = _cfg("train.steps=30", "train.log_every=10", "checkpoint.every_steps=25", *lrs)
     train.train(cfg, tiny_store, tmp_path / "coarse", devices=single)
-    per_step = _cfg("train.steps=30", "train.log_every=1", "checkpoint.every_steps=25")
+    per_step = _cfg("train.steps=30", "train.log_every=1", "checkpoint.every_steps=25", *lrs)
     train.train(per_step, tiny_store, tmp_path / "fine", devices=single)
     records = [json.loads(line) for line in (tmp_path / "coarse" / "metrics.jsonl").open()]
     losses = _losses(tmp_path / "fine")
@@ -140,4 +142,8 @@ def test_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
         covered[previous : r["step"]] += 1
         np.testing.assert_allclose(r["loss"], np.mean(losses[previous : r["step"]]), rtol=1e-6)
         previous = r["step"]
+        # warmup 10 steps, then cosine to 0.1 x peak at step 30
+        shape = min(r["step"] / 10, 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (r["step"] - 10) / 20)))
+        np.testing.assert_allclose(r["learning_rate"], 0.003 * shape, rtol=1e-5)
+        np.testing.assert_allclose(r["muon_learning_rate"], 0.01 * shape, rtol=1e-5)
     assert (covered == 1).all()

@@ -30,6 +30,9 @@ from collections.abc import Callable
 import numpy as np
 
 from mediafm_jax import masking, plan
+from mediafm_jax.config import ObjectiveConfig
+
+MASK_RATIO = ObjectiveConfig().mask_ratio  # the batches' targets, and so their FLOPs
 
 CONFIGS = {
     # name: (hidden, layers, heads, mlp, window, batch, fused)
@@ -40,7 +43,8 @@ CONFIGS = {
 
 def model_flops(hidden, layers, mlp, window, batch, fused) -> float:
     """Training FLOPs of one step on ``batch`` full windows (``plan``'s formula)."""
-    return plan.train_flops_per_shot(hidden, layers, mlp, window, fused) * batch * window
+    flops = plan.train_flops_per_shot(hidden, layers, mlp, window, fused, MASK_RATIO)
+    return flops * batch * window
 
 
 def step_times(run: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -77,7 +81,7 @@ def make_batch(batch, window, fused, seed=0):
     rng = np.random.default_rng(seed)
     lengths = rng.integers(window // 2, window + 1, batch)
     valid = np.arange(window)[None] < lengths[:, None]
-    targets = masking.draw_targets(rng, valid, 0.2)
+    targets = masking.draw_targets(rng, valid, MASK_RATIO)
     return {
         "shots": (rng.normal(size=(batch, window, fused)) * valid[..., None]).astype(np.float16),
         "present": np.ones((batch, window, 3), np.uint8),

@@ -279,6 +279,8 @@ def compile_mode(impl: str) -> str:
 
 def make_batch(spec, seed: int = 0) -> dict[str, np.ndarray]:
     """Windows of random length W/2..W (padding a suffix), 20% targets, unit-scale shots."""
+    from train_step import MASK_RATIO
+
     from mediafm_jax import masking
 
     _, _, _, _, window, batch, fused, title = spec
@@ -289,16 +291,16 @@ def make_batch(spec, seed: int = 0) -> dict[str, np.ndarray]:
         "shots": (rng.normal(size=(batch, window, fused)) * valid[..., None]).astype(np.float16),
         "present": np.ones((batch, window, 3), np.uint8),
         "valid": valid,
-        "targets": masking.draw_targets(rng, valid, 0.2),
+        "targets": masking.draw_targets(rng, valid, MASK_RATIO),
         "title_embedding": rng.normal(size=(batch, title)).astype(np.float16),
     }
 
 
 def model_flops(spec) -> float:
-    from mediafm_jax import plan
+    from train_step import model_flops as flops
 
     hidden, layers, _, mlp, window, batch, fused, _ = spec
-    return plan.train_flops_per_shot(hidden, layers, mlp, window, fused) * batch * window
+    return flops(hidden, layers, mlp, window, batch, fused)
 
 
 def run_worker(worker: str, env_extra: dict[str, str], *args: str) -> dict:

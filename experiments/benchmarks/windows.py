@@ -17,7 +17,14 @@ import argparse
 
 import jax
 import numpy as np
-from train_step import bench_config, bench_dims, jax_step_runner, make_batch, median_seconds
+from train_step import (
+    MASK_RATIO,
+    bench_config,
+    bench_dims,
+    jax_step_runner,
+    make_batch,
+    median_seconds,
+)
 
 from mediafm_jax import plan
 
@@ -42,7 +49,8 @@ def measure(window: int, shots: int, steps: int) -> dict:
         "batch": batch,
         "seconds": seconds,
         "shots_per_s": batch * window / seconds,
-        "gflop_per_shot": plan.train_flops_per_shot(hidden, layers, mlp, window, FUSED) / 1e9,
+        "gflop_per_shot": plan.train_flops_per_shot(hidden, layers, mlp, window, FUSED, MASK_RATIO)
+        / 1e9,
         "temp_mb": getattr(memory, "temp_size_in_bytes", float("nan")) / 2**20,
     }
 

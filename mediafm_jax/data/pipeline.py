@@ -26,7 +26,6 @@ import numpy as np
 from mediafm_jax import masking, streams
 from mediafm_jax.data import reader
 from mediafm_jax.data.store import ShotStore
-from mediafm_jax.errors import ConfigError
 
 
 def window_table(lengths: np.ndarray, titles: np.ndarray, max_shots: int) -> np.ndarray:
@@ -131,10 +130,6 @@ def make_dataset(
     global_input: str = "title_embedding",
 ) -> grain.MapDataset:
     """The random-access dataset of this host's batches (index = global batch number)."""
-    if span_mean and span_mean < 1.0:
-        raise ConfigError(
-            f"objective.span_mean_shots={span_mean}: 0 (single shots) or a mean run length >= 1"
-        )
     store.global_vectors(global_input)  # a store without the asked-for vector fails here
     if global_batch_size % process_count:
         raise ValueError(
