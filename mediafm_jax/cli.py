@@ -62,8 +62,13 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    from mediafm_jax.data import embeddings
     from mediafm_jax.data import store as store_lib
 
+    manifest = store_lib.read_manifest(args.store)
+    if manifest is not None and manifest.get("kind") == embeddings.KIND:
+        _info_embeddings(args)
+        return
     shots = store_lib.ShotStore(args.store)
     lengths = np.diff(shots.offsets)
     print(f"store      {args.store}")
@@ -84,6 +89,23 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
     if args.verify:
         _verify_store(shots)
+
+
+def _info_embeddings(args: argparse.Namespace) -> None:
+    from mediafm_jax.data import store as store_lib
+    from mediafm_jax.data.embeddings import EmbeddingStore
+
+    emb = EmbeddingStore(args.store)
+    made = emb.manifest
+    print(f"store      {args.store} (embeddings)")
+    print(f"made by    run {made.get('run')}, step {made.get('step')}, readout {emb.layers}")
+    print(f"from       {made.get('shot_store')}")
+    print(f"titles     {len(emb.title_ids)}")
+    print(f"shots      {emb.num_shots}, dim {made.get('shot_dim')}")
+    size = store_lib.disk_bytes(args.store)
+    print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
+    if args.verify:
+        _verify_store(emb)
 
 
 def _verify_store(shots) -> None:
@@ -337,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_ingest)
 
-    p = sub.add_parser("info", help="summarize a shot store")
+    p = sub.add_parser("info", help="summarize a shot store or an embedding store")
     p.add_argument("store")
     p.add_argument("--verify", action="store_true", help="hash every byte against the manifest")
     p.set_defaults(func=_cmd_info)

@@ -263,29 +263,20 @@ def embed_store(
     is written.
     """
     h = embedder.hidden_size
-    writer = jax.process_index() == 0
+    main = jax.process_index() == 0
     titles = embedder.embed_titles(
-        store, range(store.num_titles), batch_windows=batch_windows, progress=progress and writer
+        store, range(store.num_titles), batch_windows=batch_windows, progress=progress and main
     )
-    if not writer:
+    if not main:
         for _ in titles:  # take part in every batch's computation
             pass
         _sync_processes("mediafm embed_store written")
         return None
     inputs = [store.root, embedder.run_dir]
     with outputs.atomic_output(out, "embeddings", overwrite=overwrite, inputs=inputs) as target:
-        shots, cls_array = embeddings.create(target, store, embedder.shot_dim, h)
-        cls = np.zeros((store.num_titles, h), np.float32)
-        pending = []
+        writer = embeddings.Writer(target, store, embedder.shot_dim, h)
         for title, rows, cls_h in titles:
-            start, stop = store.title_rows(title)
-            pending.append(shots[start:stop].write(rows))
-            cls[title] = cls_h
-            if len(pending) > 8:  # bound the rows held for in-flight writes
-                pending.pop(0).result()
-        for future in pending:
-            future.result()
-        cls_array.write(cls).result()
+            writer.write_title(title, rows, cls_h)
         made_by = {
             "run": str(embedder.run_dir.absolute()),
             "step": embedder.step,
@@ -294,7 +285,7 @@ def embed_store(
             "shot_dim": embedder.shot_dim,
             "per_modality_norm": embedder.config.model.per_modality_norm,  # concat's fusion
         }
-        embeddings.write_manifest(target, store, made_by)
+        writer.close(made_by)
     _sync_processes("mediafm embed_store written")
     return EmbeddingStore(out)
 

@@ -21,6 +21,7 @@ so in one line and searches exactly.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.util
 import json
 import math
@@ -35,7 +36,7 @@ from tqdm import tqdm
 
 from mediafm_jax import outputs
 from mediafm_jax.data import store as store_lib
-from mediafm_jax.data.embeddings import EmbeddingStore
+from mediafm_jax.data.embeddings import EmbeddingStore, check_finite, digest
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import SearchError
 from mediafm_jax.fusion import fuse, unit
@@ -44,6 +45,7 @@ METHODS = ("context", "concat")
 BACKENDS = ("auto", "exact", "faiss")
 INDEX_MIN_ROWS = 200_000  # "auto" builds a faiss IVF index from here (docs/BENCHMARKS.md)
 CHUNK_ROWS = 32_768
+COSINE_SLACK = 1e-3  # float32 rounding of a unit dot product stays far inside this
 
 
 class ShotEmbedder(Protocol):
@@ -116,8 +118,7 @@ def context_vectors(
 ) -> np.ndarray:
     """Unit in-context shot embeddings [S, H]: read from ``emb``, else computed."""
     if emb is not None:
-        emb.check_aligned(store)
-        vectors_sh = emb.shot_embeddings()
+        vectors_sh = emb.shot_rows(store)  # aligned, undamaged and finite, or an error
         if vectors_sh.shape[0] != store.num_shots:
             raise SearchError(
                 f"{emb.root}: {vectors_sh.shape[0]} shot embeddings, store {store.root} "
@@ -130,6 +131,7 @@ def context_vectors(
     for title, rows_lh, _ in embedder.embed_titles(store, range(store.num_titles), progress=True):
         start, stop = store.title_rows(title)
         out_sh[start:stop] = rows_lh
+    check_finite(out_sh, store, "the run's embeddings")
     return unit_rows(out_sh)
 
 
@@ -243,19 +245,28 @@ class FaissIndex:
 
     @classmethod
     def cached(cls, vectors_nd: np.ndarray, path: Path, key: dict[str, Any]) -> FaissIndex:
-        """The index saved at ``path`` when its key (what it was built from) matches; else
-        built (with a progress bar) and saved there atomically."""
+        """The index saved at ``path`` when its key file (``path.json``: what it was built
+        from, the vectors' digest included) matches and the file hashes to the digest the
+        key records; else built (saying why an old one was not used) and saved there
+        atomically, key file last."""
         import faiss
 
         key = {**key, "rows": len(vectors_nd), "dim": int(vectors_nd.shape[1]),
-               "params": cls.PARAMS, "faiss": faiss.__version__}  # fmt: skip
+               "vectors_sha256": digest(vectors_nd), "params": cls.PARAMS,
+               "faiss": faiss.__version__}  # fmt: skip
         meta = path.with_suffix(".json")
-        if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
-            return cls(faiss.read_index(str(path)), len(vectors_nd))
-        print(
-            f"search: building an IVF index of {len(vectors_nd)} shots into {path}",
-            file=sys.stderr,
-        )
+        reason = None
+        if path.is_file():
+            index, reason = cls._load(path, meta, key)
+            if index is not None:
+                return cls(index, len(vectors_nd))
+        if reason is not None:
+            print(f"search: {path}: {reason}; rebuilding the index", file=sys.stderr)
+        else:
+            print(
+                f"search: building an IVF index of {len(vectors_nd)} shots into {path}",
+                file=sys.stderr,
+            )
         built = cls.build(vectors_nd)
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -264,8 +275,34 @@ class FaissIndex:
             meta.unlink(missing_ok=True)  # no moment where an old key vouches for a new file
 
         outputs.atomic_file(path, save)
-        meta.write_text(json.dumps(key))
+        meta.write_text(json.dumps({**key, "index_sha256": _file_digest(path)}))
         return built
+
+    @staticmethod
+    def _load(path: Path, meta: Path, key: dict[str, Any]):
+        """(the saved index, None) when it may be used, else (None, why not)."""
+        import faiss
+
+        try:
+            saved = json.loads(meta.read_text())
+        except FileNotFoundError:
+            return None, "no key file beside it"
+        except (OSError, ValueError) as err:
+            return None, f"its key file is unreadable ({err})"
+        if not isinstance(saved, dict):
+            return None, "its key file is not a JSON object"
+        recorded = saved.pop("index_sha256", None)
+        if saved.get("vectors_sha256") != key["vectors_sha256"]:
+            return None, "built from other vectors than these"
+        if saved != key:
+            changed = sorted(k for k in key.keys() | saved.keys() if saved.get(k) != key.get(k))
+            return None, f"built with other settings ({', '.join(changed)})"
+        if recorded != _file_digest(path):
+            return None, "damaged (its checksum differs from the one recorded)"
+        try:
+            return faiss.read_index(str(path)), None
+        except RuntimeError as err:
+            return None, f"unreadable ({str(err).strip().splitlines()[-1]})"
 
     def search(
         self,
@@ -294,6 +331,11 @@ class FaissIndex:
             nprobe = min(2 * nprobe, self.index.nlist)
         keep = np.isfinite(scores).all(0)
         return ids[:, keep], scores[:, keep]
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def index_available() -> bool:
@@ -461,18 +503,32 @@ class Searcher:
         query = self.resolve(title, shot, clip)
         exclude = [self.store.title_rows(query.title)] if exclude_title else None
         ids, scores = self.index.search(self.query_vector(query)[None], int(k), exclude)
+        self._check_scores(ids[0], scores[0])
         return [
             self._hit(rank + 1, int(row), float(s))
             for rank, (row, s) in enumerate(zip(ids[0], scores[0], strict=True))
         ]
 
+    def _check_scores(self, ids: np.ndarray, scores: np.ndarray) -> None:
+        """A score no cosine of unit vectors can have (NaN, or beyond [-1, 1]) is an error
+        naming the shot: a damaged index, never an answer."""
+        bad = ~(np.abs(scores) <= 1.0 + COSINE_SLACK)
+        if bad.any():
+            at = int(np.argmax(bad))
+            title, shot = self.store.locate(int(ids[at]))
+            raise SearchError(
+                f"{self.index.name} search scored title {self.store.title_ids[title]!r} shot "
+                f"{shot} at {scores[at]:g}, which is not a cosine (a damaged index?); rerun "
+                "with --backend exact"
+            )
+
     def _hit(self, rank: int, row: int, score: float) -> Hit:
-        title = int(np.searchsorted(self.store.offsets, row, side="right") - 1)
+        title, shot = self.store.locate(row)
         return Hit(
             rank,
             self.store.title_ids[title],
             title,
-            row - int(self.store.offsets[title]),
+            shot,
             row,
             _time(self.times_s2[row, 0]),
             _time(self.times_s2[row, 1]),

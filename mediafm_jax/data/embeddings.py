@@ -6,10 +6,17 @@ A zarr v3 group with ``shot_embedding`` float32 [S, D] and ``cls_embedding`` flo
 that made it, the shot store it was made from (path and checksum), its title ids and
 counts, and the same file table (size, sha256) and self-checksum as a shot store's
 (``data/store.py``): opening checks structure and sizes, ``verify()`` hashes every byte.
+
+Reading is checked too, because search and probe read every row anyway: the manifest's
+``content_sha256`` is the sha256 of each array's values (row-major float32 bytes), and a
+read whose values do not hash to it is refused, so damaged bytes are never used as
+embeddings (a store written before the digest existed has its files hashed instead). A
+non-finite row is an error naming its title and shot (``check_finite``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,14 @@ KIND = "embeddings"
 SHOTS = "shot_embedding"
 CLS = "cls_embedding"
 SHARD_ROWS = 8192
+REMEDY = "re-run `mediafm embed`"
+IN_FLIGHT_TITLES = 8  # bounds the rows held for writes not yet done
+CONTENT = "content_sha256"
+
+
+def digest(array: np.ndarray) -> str:
+    """sha256 of an array's values as row-major bytes (what ``content_sha256`` holds)."""
+    return hashlib.sha256(np.ascontiguousarray(array)).hexdigest()
 
 
 class EmbeddingStore:
@@ -35,7 +50,7 @@ class EmbeddingStore:
         manifest = store_lib.read_manifest(root)
         if manifest is None or manifest.get("kind") != KIND:
             raise StoreError(f"{root}: not a complete embedding store (no embeddings manifest)")
-        store_lib.check_files(root, manifest)  # every listed file, at its recorded size
+        store_lib.check_files(root, manifest, REMEDY)  # every listed file, at its size
         self.root = root
         self.manifest = manifest
         self.title_ids: list[str] = manifest["title_ids"]
@@ -63,10 +78,20 @@ class EmbeddingStore:
 
     def verify(self, progress: bool = True) -> tuple[int, int]:
         """Hashes every byte; names the first damaged file. Returns (files, bytes)."""
-        return store_lib.verify_files(self.root, self.manifest, progress=progress)
+        return store_lib.verify_files(self.root, self.manifest, progress, REMEDY)
 
     def _read(self, name: str) -> np.ndarray:
-        return store_lib.read_array(self.root, name)  # missing chunks are errors, not zeros
+        values = store_lib.read_array(self.root, name)  # missing chunks are errors, not zeros
+        recorded = self.manifest.get(CONTENT, {}).get(name)
+        if recorded is None:  # written before the digest: hash the array's files instead
+            files = [e for e in self.manifest.get("files", []) if e["path"].startswith(name + "/")]
+            store_lib.verify_files(self.root, {"files": files}, False, REMEDY)
+        elif digest(values) != recorded:
+            raise StoreError(
+                f"{self.root}/{name}: its values do not match the manifest's digest (the store "
+                f"is damaged: `mediafm info --verify {self.root}` names the file); {REMEDY}"
+            )
+        return values
 
     def shot_embeddings(self) -> np.ndarray:
         return self._read(SHOTS)
@@ -89,28 +114,79 @@ class EmbeddingStore:
                 "(checksums differ; re-run `mediafm embed`)"
             )
 
-
-def create(target: str, store: ShotStore, shot_dim: int, cls_dim: int):
-    """The two arrays of a new embedding store under ``target``: (shots, cls) TensorStores."""
-    shots = store_lib.create_array(
-        target, SHOTS, (store.num_shots, shot_dim), "float32", SHARD_ROWS
-    )
-    cls = store_lib.create_array(target, CLS, (store.num_titles, cls_dim), "float32", SHARD_ROWS)
-    return shots, cls
+    def shot_rows(self, store: ShotStore) -> np.ndarray:
+        """Every shot's embedding [S, D], checked: aligned with ``store``, undamaged, finite."""
+        self.check_aligned(store)
+        rows_sd = self.shot_embeddings()
+        check_finite(rows_sd, store, self.root)
+        return rows_sd
 
 
-def write_manifest(target: str, store: ShotStore, made_by: dict[str, Any]) -> None:
-    """Seals a written embedding store: ``made_by`` (run, step, layers, hidden_size,
-    shot_dim) plus the shot store's identity, title ids and counts, and the file table."""
-    store_lib.write_manifest(
-        target,
-        {
-            "format_version": FORMAT_VERSION,
-            "kind": KIND,
-            **made_by,
-            "title_ids": store.title_ids,
-            "shot_store": store.root,
-            "shot_store_checksum": store.manifest.get("checksums"),
-            "counts": {"titles": store.num_titles, "shots": store.num_shots},
-        },
-    )
+def check_finite(rows_sd: np.ndarray, store: ShotStore, where: str) -> None:
+    """Raises naming the first shot whose embedding holds a NaN or Inf."""
+    bad = ~np.isfinite(rows_sd).all(axis=-1)
+    if bad.any():
+        title, shot = store.locate(int(np.argmax(bad)))
+        raise StoreError(
+            f"{where}: the embedding of title {store.title_ids[title]!r} shot {shot} is not "
+            f"finite (NaN/Inf; {int(bad.sum())} of {len(bad)} shots): a diverged run? "
+            f"{REMEDY} from a good checkpoint"
+        )
+
+
+class Writer:
+    """Fills a new embedding store under ``target``: ``write_title`` per title (writes go
+    out asynchronously), ``close`` seals it with the content digests and the manifest."""
+
+    def __init__(self, target: str, store: ShotStore, shot_dim: int, cls_dim: int):
+        self.target, self.store = target, store
+        self.shots = store_lib.create_array(
+            target, SHOTS, (store.num_shots, shot_dim), "float32", SHARD_ROWS
+        )
+        self.cls_array = store_lib.create_array(
+            target, CLS, (store.num_titles, cls_dim), "float32", SHARD_ROWS
+        )
+        self.cls = np.zeros((store.num_titles, cls_dim), np.float32)
+        self.pending: list[Any] = []
+        self.waiting: dict[int, np.ndarray] = {}  # done titles not yet digested in row order
+        self.next_title = 0
+        self.hash = hashlib.sha256()
+
+    def write_title(self, title: int, rows_ld: np.ndarray, cls_h: np.ndarray) -> None:
+        rows_ld = np.ascontiguousarray(rows_ld, np.float32)
+        start, stop = self.store.title_rows(title)
+        self.pending.append(self.shots[start:stop].write(rows_ld))
+        self.cls[title] = cls_h
+        self.waiting[title] = rows_ld
+        while self.next_title < self.store.num_titles:
+            if self.next_title in self.waiting:
+                self.hash.update(self.waiting.pop(self.next_title))
+            elif self.store.title_length(self.next_title) > 0:
+                break
+            self.next_title += 1
+        if len(self.pending) > IN_FLIGHT_TITLES:
+            self.pending.pop(0).result()
+
+    def close(self, made_by: dict[str, Any]) -> None:
+        """Waits for the writes and seals the store: ``made_by`` (run, step, layers,
+        hidden_size, shot_dim, per_modality_norm) plus the shot store's identity."""
+        for future in self.pending:
+            future.result()
+        if self.next_title != self.store.num_titles:
+            raise RuntimeError(f"embedding store: title {self.next_title} was never written")
+        self.cls_array.write(self.cls).result()
+        store = self.store
+        store_lib.write_manifest(
+            self.target,
+            {
+                "format_version": FORMAT_VERSION,
+                "kind": KIND,
+                "shot_dim": int(self.shots.shape[1]),
+                **made_by,
+                "title_ids": store.title_ids,
+                "shot_store": store.root,
+                "shot_store_checksum": store.manifest.get("checksums"),
+                "counts": {"titles": store.num_titles, "shots": store.num_shots},
+                CONTENT: {SHOTS: self.hash.hexdigest(), CLS: digest(self.cls)},
+            },
+        )

@@ -226,7 +226,7 @@ def file_table(root: str, progress: bool = True) -> list[dict[str, Any]]:
     ]
 
 
-def check_files(root: str, manifest: dict[str, Any]) -> None:
+def check_files(root: str, manifest: dict[str, Any], remedy: str = "re-ingest") -> None:
     """Every listed file exists with its recorded size (sizes on local stores only).
 
     Reads no data: one directory walk (or one object listing) for the whole store.
@@ -236,30 +236,32 @@ def check_files(root: str, manifest: dict[str, Any]) -> None:
         rel, size = entry["path"], on_disk.get(entry["path"], -1)
         if size == -1:
             raise StoreError(
-                f"{root}/{rel}: missing (listed in {MANIFEST}); the store is damaged, re-ingest"
+                f"{root}/{rel}: missing (listed in {MANIFEST}); the store is damaged, {remedy}"
             )
         if size is not None and size != entry["bytes"]:
             raise StoreError(
                 f"{root}/{rel}: {size} bytes, {MANIFEST} says {entry['bytes']} "
-                "(truncated or damaged); re-ingest"
+                f"(truncated or damaged); {remedy}"
             )
 
 
-def verify_files(root: str, manifest: dict[str, Any], progress: bool = True) -> tuple[int, int]:
+def verify_files(
+    root: str, manifest: dict[str, Any], progress: bool = True, remedy: str = "re-ingest"
+) -> tuple[int, int]:
     """Hashes every listed file; the first one that differs is a ``StoreError``.
 
     Returns (files, bytes) checked.
     """
     if "files" not in manifest:
         raise StoreError(f"{root}: written before stores listed their files; write it again")
-    check_files(root, manifest)
+    check_files(root, manifest, remedy)
     expected = {e["path"]: e for e in manifest["files"]}
     total = 0
     listed = {rel: e["bytes"] for rel, e in expected.items()}
     for rel, size, digest in _hash_files(root, listed, "verify", progress):
         total += size
         if digest != expected[rel]["sha256"] or size != expected[rel]["bytes"]:
-            raise StoreError(f"{root}/{rel}: checksum mismatch (the file is damaged); re-ingest")
+            raise StoreError(f"{root}/{rel}: checksum mismatch (the file is damaged); {remedy}")
     return len(expected), total
 
 
@@ -533,6 +535,11 @@ class ShotStore:
 
     def title_rows(self, title: int) -> tuple[int, int]:
         return int(self.offsets[title]), int(self.offsets[title + 1])
+
+    def locate(self, row: int) -> tuple[int, int]:
+        """(title, shot within it) of a row of the store."""
+        title = int(np.searchsorted(self.offsets, row, side="right") - 1)
+        return title, row - int(self.offsets[title])
 
 
 def _count(value: Any, where: str, key: str) -> int:

@@ -99,8 +99,7 @@ def context_rows(
 ) -> dict[int, np.ndarray]:
     """In-context shot embeddings per title, read from ``emb`` or computed."""
     if emb is not None:
-        emb.check_aligned(store)
-        shots = emb.shot_embeddings()
+        shots = emb.shot_rows(store)  # aligned, undamaged and finite, or an error
         return {int(t): shots[slice(*store.title_rows(int(t)))] for t in titles}
     assert embedder is not None
     return {
