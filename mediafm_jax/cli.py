@@ -177,14 +177,12 @@ def _cmd_probe(args: argparse.Namespace) -> None:
 
     store = ShotStore(args.store)
     layers = args.layers
+    if args.choose_readout and args.layers:
+        raise UsageError("--choose-readout picks the readout; drop --layers")
+    # --out is checked before the model loads, minutes of choosing and the run's record
+    inputs = [args.store, args.tasks, args.clips, args.workdir] + ([args.emb] if args.emb else [])
+    outputs.check_output(args.out, "report", overwrite=args.overwrite, inputs=inputs)
     if args.choose_readout:
-        if args.layers:
-            raise UsageError("--choose-readout picks the readout; drop --layers")
-        # --out is checked before minutes of choosing and before the run's record changes
-        inputs = [args.store, args.tasks, args.clips, args.workdir] + (
-            [args.emb] if args.emb else []
-        )
-        outputs.check_output(args.out, "report", overwrite=args.overwrite, inputs=inputs)
         # every process computes the same choice: none waits for process 0's record
         layers, _ = probe.choose_readout(
             args.workdir, store, args.tasks, args.clips, step=args.step

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -193,6 +194,29 @@ def check_no_overlap(output: str | os.PathLike, inputs: Iterable[str | os.PathLi
             raise UsageError(f"{output}: the output contains the input {item}")
 
 
+def check_writable(output: str | os.PathLike, *, in_place: bool = False) -> None:
+    """Raises ``UsageError`` unless we can create files where ``output`` goes: in the
+    nearest folder that exists above it (a new output, or the partial built beside an
+    output replaced whole) and, for one written ``in_place``, in the folder itself.
+
+    A probe file, created and removed at once, is the one test that holds for root,
+    read-only mounts and ACLs alike (``os.access`` is wrong for all three)."""
+    if not is_local(output):
+        return
+    path = _local_path(output)
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    for folder in ([path] if in_place and path.is_dir() else []) + [above]:
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".mediafm-probe-", dir=folder)
+        except OSError as err:
+            why = err.strerror or type(err).__name__
+            raise UsageError(f"{output}: cannot write in {folder} ({why})") from None
+        os.close(handle)
+        os.unlink(probe)
+
+
 def check_output(
     output: str | os.PathLike,
     kind: str,
@@ -201,7 +225,8 @@ def check_output(
     reuse: bool = False,
     inputs: Iterable[str | os.PathLike] = (),
 ) -> None:
-    """Raises ``UsageError`` unless ``output`` may be written as a ``kind`` folder.
+    """Raises ``UsageError`` unless ``output`` may be written as a ``kind`` folder, and
+    can be: a folder we may not write in is refused here, before any work.
 
     Missing or empty: fine. Ours and of this kind: fine with ``overwrite`` (replaced) or
     ``reuse`` (added to, e.g. a run that resumes); otherwise "already exists". Anything
@@ -209,6 +234,18 @@ def check_output(
     path inside another output of ours (a demo folder excepted): ``--overwrite`` of that
     output would delete it.
     """
+    _check_kind(output, kind, overwrite=overwrite, reuse=reuse, inputs=inputs)
+    check_writable(output, in_place=reuse)
+
+
+def _check_kind(
+    output: str | os.PathLike,
+    kind: str,
+    *,
+    overwrite: bool,
+    reuse: bool,
+    inputs: Iterable[str | os.PathLike],
+) -> None:
     check_no_overlap(output, inputs)
     if not is_local(output):
         return

@@ -58,7 +58,7 @@ def check_sheet_path(
 
     Refused: a name not ending in ``.png``; a path inside one of ``inputs`` (the stores,
     the source folder: never written by search); an existing file we did not write,
-    unless ``overwrite``; a folder.
+    unless ``overwrite``; a folder; a folder we cannot write in.
     """
     out = Path(path).absolute()
     if out.suffix.lower() != ".png":
@@ -78,6 +78,7 @@ def check_sheet_path(
         )
     if not out.parent.is_dir():
         raise SearchError(f"{path}: folder {out.parent} does not exist")
+    outputs.check_writable(out)
     return out
 
 

@@ -280,3 +280,108 @@ def test_overwrite_of_an_output_from_before_file_lists(world, capsys):
     code, err = run_cli(capsys, *argv)
     assert code == 2 and "did not record its files" in err, err
     assert tree_digest(world) == before
+
+
+def _can_write(folder: Path) -> bool:
+    try:
+        (folder / ".probe").write_text("")
+    except OSError:
+        return False
+    (folder / ".probe").unlink()
+    return True
+
+
+@pytest.fixture()
+def read_only():
+    """Makes folders read-only for this process: mode 555, or for root (which ignores
+    modes) the immutable attribute; undone after the test."""
+    locked: list[Path] = []
+
+    def lock(folder: Path) -> Path:
+        folder.mkdir(exist_ok=True)
+        locked.append(folder)
+        folder.chmod(0o555)
+        if _can_write(folder) and shutil.which("chattr"):
+            subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+        if _can_write(folder):
+            pytest.skip("root without chattr +i here: no way to make a folder read-only")
+        return folder
+
+    yield lock
+    for folder in locked:
+        if shutil.which("chattr"):
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+        folder.chmod(0o755)
+
+
+def _probe_args(w, out):
+    return ["probe", "--workdir", w / "run", "--store", w / "store", "--out", out] + [
+        "--tasks",
+        w / "src" / "probes.json",
+        "--clips",
+        w / "src" / "clips.jsonl",
+    ]
+
+
+UNWRITABLE = {
+    "train": lambda w, ro: [
+        "train",
+        "--config",
+        "experiments/configs/tiny.py",
+        "--store",
+        w / "store",
+        "--workdir",
+        ro / "run",
+    ],
+    "embed": lambda w, ro: embed_args(w, ro / "emb"),
+    "ingest": lambda w, ro: ["ingest", w / "src", ro / "store"],
+    "synth": lambda w, ro: ["synth", ro / "deep" / "synth", "--titles", "3"],
+    "probe": lambda w, ro: _probe_args(w, ro / "report"),
+    "search --sheet": lambda w, ro: [
+        "search",
+        "--emb",
+        w / "emb",
+        "--store",
+        w / "store",
+        "--title",
+        "title_00000",
+        "--shot",
+        "1",
+        "--sheet",
+        ro / "sheet.png",
+    ],
+    "demo": lambda w, ro: ["demo", "--out", ro / "demo"],
+    "extract": lambda w, ro: ["extract", w / "videos", ro / "src"],
+}
+
+
+@pytest.mark.parametrize("command", list(UNWRITABLE))
+def test_an_unwritable_output_is_one_line_before_any_work(world, capsys, read_only, command):
+    """Output in a folder we may not write in: one line naming it, before any work"""
+    if command == "search --sheet":
+        assert run_cli(capsys, *embed_args(world, world / "emb"))[0] == 0
+    if command == "extract":
+        from mediafm_jax.extract import media
+
+        (world / "videos").mkdir()
+        shutil.copy(media.bikes(), world / "videos" / "bikes.mp4")
+    locked = read_only(world / "locked")
+    argv = UNWRITABLE[command](world, locked)
+    before = tree_digest(world)
+    capsys.readouterr()
+    code = cli.main([str(a) for a in argv])
+    printed = capsys.readouterr()
+    assert code == 2 and len(printed.err.strip().splitlines()) == 1, printed.err
+    assert f"cannot write in {locked}" in printed.err, printed.err
+    assert printed.out == ""  # no results, no progress: nothing ran
+    assert tree_digest(world) == before
+
+
+def test_a_read_only_run_is_refused_before_resuming(world, capsys, read_only):
+    """train on an earlier run that became read-only: one line, the run untouched"""
+    argv = ["train", "--config", "experiments/configs/tiny.py", "--store", world / "store"]
+    read_only(world / "run")
+    before = tree_digest(world)
+    code, err = run_cli(capsys, *argv, "--workdir", world / "run")
+    assert code == 2 and f"cannot write in {world / 'run'}" in err, err
+    assert tree_digest(world) == before
