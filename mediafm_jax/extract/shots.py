@@ -72,7 +72,10 @@ def resolve(spec: str) -> type[Detector]:
         except (ImportError, AttributeError) as err:
             raise ExtractError(f"--shots {spec}: cannot import it ({err})") from None
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
-            raise ExtractError(f"--shots {spec}: is not a shots.Detector")
+            raise ExtractError(
+                f"--shots {spec}: is not a shots.Detector (a SceneDetector with a name; "
+                "example in mediafm_jax/extract/shots.py)"
+            )
         return cls
     if spec not in REGISTRY:
         raise ExtractError(
