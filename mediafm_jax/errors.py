@@ -8,6 +8,7 @@ Ctrl-C prints one line and exits with code 130.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -52,25 +53,37 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or gradient; the run stops (exit code 1)."""
 
 
+_WORD = re.compile(r"[\w.+\-/]+")
+
+
+def validation_message(err: Any, where: str) -> str:
+    """A pydantic ``ValidationError`` as one line for a ``UserError``:
+    ``WHERE: a.b=value: what is wrong; c: what is wrong``.
+
+    Every problem is listed (a user fixes them in one go), each under its dotted key and
+    the value given; a value that is not a plain scalar (a whole section, the arguments of
+    a constructor) is left out rather than printed as a wall of text. ``err`` is typed
+    loosely so that this module needs no pydantic import.
+    """
+    parts = []
+    for problem in err.errors(include_url=False):
+        key = ".".join(str(p) for p in problem["loc"]) or "value"
+        text = problem["msg"].removeprefix("Value error, ").replace("\n", " ")
+        text = text[:1].lower() + text[1:]
+        if problem["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+            text = "unknown key"
+        value = problem.get("input")
+        if value is None or isinstance(value, bool | int | float | str):
+            # A word as typed (--set a.b=maybe), unless its type is the problem ('2' for
+            # an int in a file): then, like anything else (empty, spaces), quoted.
+            typed = isinstance(value, str) and not problem["type"].endswith("_type")
+            shown = value if typed and _WORD.fullmatch(value) else repr(value)
+            key += "=" + (shown if len(shown) <= 80 else shown[:77] + "...")
+        parts.append(f"{key}: {text}")
+    return f"{where}: " + "; ".join(parts)
+
+
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `cat big | head` reports
-
-
-def validation_message(err: Any, where: str) -> str:
-    """A pydantic ``ValidationError`` as one line: ``where: key value: reason; ...``.
-
-    ``err`` is typed loosely so this module needs no pydantic import. A validator's own
-    ``ValueError`` reason is kept without pydantic's "Value error, " prefix.
-    """
-    parts = []
-    for error in err.errors(include_url=False):
-        key = ".".join(str(part) for part in error["loc"]) or "value"
-        reason = error["msg"].removeprefix("Value error, ")
-        value = error.get("input")
-        shown = "" if error["type"] in ("missing", "unexpected_keyword_argument") else f" {value!r}"
-        if error["type"] == "unexpected_keyword_argument":
-            reason = "unknown setting"
-        parts.append(f"{key}{shown}: {reason}")
-    return f"{where}: {'; '.join(parts)}"

@@ -546,27 +546,27 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys):
     (folder / "broken.mp4").write_bytes(b"not a video")
     out = tmp_path / "out"
     cases = {
-        "min_shot_s nan: Input should be a finite number": ["--min-shot-s", "nan"],
-        "min_shot_s inf: Input should be a finite number": ["--min-shot-s", "inf"],
-        "min_shot_s -1.0: Input should be greater than or equal to 0": ["--min-shot-s", "-1"],
-        "frames_per_shot 0: Input should be greater than or equal to 1": ["--frames-per-shot", "0"],
-        "frames_per_shot 17: Input should be less than or equal to 16": ["--frames-per-shot", "17"],
-        "subtitle_encoding 'bogus': unknown encoding": ["--subtitle-encoding", "bogus"],
-        "shots 'nope': unknown; registered: adaptive, transnetv2": ["--shots", "nope"],
-        "video_encoder 'nope': unknown; registered: ": ["--video-encoder", "nope"],
-        "text_encoder 'mediafm_jax.extract.encoders:MobileNetV2': is not a text encoder": [
+        "min_shot_s=nan: input should be a finite number": ["--min-shot-s", "nan"],
+        "min_shot_s=inf: input should be a finite number": ["--min-shot-s", "inf"],
+        "min_shot_s=-1.0: input should be greater than or equal to 0": ["--min-shot-s", "-1"],
+        "frames_per_shot=0: input should be greater than or equal to 1": ["--frames-per-shot", "0"],
+        "frames_per_shot=17: input should be less than or equal to 16": ["--frames-per-shot", "17"],
+        "subtitle_encoding=bogus: unknown encoding": ["--subtitle-encoding", "bogus"],
+        "shots=nope: unknown; registered: adaptive, transnetv2": ["--shots", "nope"],
+        "video_encoder=nope: unknown; registered: ": ["--video-encoder", "nope"],
+        "text_encoder='mediafm_jax.extract.encoders:MobileNetV2': is not a text encoder": [
             "--text-encoder",
             "mediafm_jax.extract.encoders:MobileNetV2",
         ],
-        "workers 0: Input should be greater than or equal to 1": ["--workers", "0"],
-        "silence_dbfs 3.0: Input should be less than or equal to 0": ["--silence-dbfs", "3"],
-        "thumb_width 8: Input should be greater than or equal to 16": ["--thumb-width", "8"],
+        "workers=0: input should be greater than or equal to 1": ["--workers", "0"],
+        "silence_dbfs=3.0: input should be less than or equal to 0": ["--silence-dbfs", "3"],
+        "thumb_width=8: input should be greater than or equal to 16": ["--thumb-width", "8"],
     }
     for expected, extra in cases.items():
         assert cli.main(["extract", str(folder), str(out), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"mediafm extract: error: settings: {expected}" in err[0], err
-    with pytest.raises(ExtractError, match="^extract settings: speech 'maybe': Input should be"):
+    with pytest.raises(ExtractError, match="^extract settings: speech=maybe: input should be"):
         Settings.parse(speech="maybe")
     assert not out.exists()
     # an output where every video failed holds no title of the old settings: new ones may go
