@@ -41,7 +41,7 @@ from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract.decode import Frame
 
 DETECT_WIDTH = 256  # PySceneDetect's own default downscale target for its content score
-MAX_KEPT_FRAMES = 32  # candidate frames kept per shot (the most frames_per_shot can pick)
+MAX_KEPT_FRAMES = 32  # candidate frames kept per shot (16 to 32 once a long shot halves them)
 _MICROSECONDS = Fraction(1, 1_000_000)
 REGISTRY: dict[str, type[Detector]] = {}
 
