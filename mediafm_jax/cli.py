@@ -218,6 +218,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
     import json
 
     from mediafm_jax import search, sheet
+    from mediafm_jax.data import source
     from mediafm_jax.data.store import ShotStore
 
     if args.k < 1:
@@ -230,7 +231,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
     if args.src and not os.path.isdir(args.src):
         what = "is not a folder" if os.path.exists(args.src) else "folder does not exist"
         raise UsageError(f"--src {args.src}: {what}")
-    inputs = (args.store, args.emb, os.path.join(src, "thumbs") if src else None)
+    inputs = (args.store, args.emb, os.path.join(src, source.THUMBS) if src else None)
     if args.sheet:  # refuse a bad sheet path before any work
         sheet.check_sheet_path(args.sheet, args.overwrite, inputs)
     query = search.resolve_query(store, store.shot_times(), args.title, args.shot, clip)

@@ -50,42 +50,11 @@ def run_video_demo(out: str | Path) -> Path:
     result = ingest.ingest(out / "source", str(out / "store"))
     print(f"{result.titles} titles, {result.shots} shots")
     print("[4/4] contact sheet", flush=True)
-    sheet = contact_sheet(out / "source", "bikes_beckett", out / "contact_sheet.png")
+    from mediafm_jax.sheet import title_sheet
+
+    sheet = title_sheet(out / "source", "bikes_beckett", out / "contact_sheet.png")
     print(f"\ndone in {time.perf_counter() - started:.0f}s; contact sheet: {sheet}")
     return sheet
-
-
-def contact_sheet(src: Path, title_id: str, png: Path, columns: int = 4) -> Path:
-    """A grid of a title's shot thumbnails with times and each shot's text (matplotlib)."""
-    import json
-    import textwrap
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from PIL import Image
-
-    with np.load(src / "shots" / f"{title_id}.npz") as data:
-        starts, ends = data["start_s"], data["end_s"]
-    texts = json.loads((src / "text" / f"{title_id}.json").read_text())["shots"]
-    rows = -(-len(starts) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i >= len(starts):
-            continue
-        ax.imshow(Image.open(src / "thumbs" / title_id / f"{i:05d}.jpg"))
-        caption = f"shot {i}  {starts[i]:.2f}-{ends[i]:.2f}s"
-        if texts[i]:
-            caption += "\n" + textwrap.shorten(f'"{texts[i]}"', 40)
-        ax.set_title(caption, fontsize=8)
-    fig.suptitle(f"{title_id}: {len(starts)} shots", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return png
 
 
 class DemoStopped(Exception):

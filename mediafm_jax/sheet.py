@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mediafm_jax import outputs
+from mediafm_jax.data import source
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.search import Hit, Query, SearchError
 
@@ -33,13 +34,6 @@ MISSING = (90, 90, 90)
 
 
 # -- paths -----------------------------------------------------------------------------------
-def thumb_path(src: str | Path, title_id: str, shot: int) -> Path:
-    """Where a shot's thumbnail is: extract's zero-padded name, else the plain index."""
-    folder = Path(src) / "thumbs" / title_id
-    padded = folder / f"{shot:05d}.jpg"
-    return padded if padded.is_file() else folder / f"{shot}.jpg"
-
-
 def is_our_png(path: str | Path) -> bool:
     """True when ``path`` is a PNG this module wrote (its metadata carries our tag)."""
     from PIL import Image
@@ -127,9 +121,15 @@ def _fit(path: Path):
     return box
 
 
-def _contact_sheet(
-    out: Path, header: str, panels: list[tuple[str, str, str]], thumbs: list
+def contact_sheet(
+    out: Path,
+    header: str,
+    panels: list[tuple[str, str, str]],
+    thumbs: list,
+    frame_first: bool = True,
 ) -> None:
+    """A grid of thumbnails (None: drawn grey) with three label lines each, written whole;
+    ``frame_first`` frames the first panel (a search's query)."""
     from PIL import Image, ImageDraw, ImageFont
     from PIL.PngImagePlugin import PngInfo
 
@@ -144,7 +144,7 @@ def _contact_sheet(
             draw.text((left + 8, top + 8), "no thumbnail", fill=(230, 230, 230), font=font)
         else:
             sheet.paste(thumb, (left, top))
-        if index == 0:  # the query: framed outside its thumbnail area
+        if index == 0 and frame_first:  # the query: framed outside its thumbnail area
             draw.rectangle((left - 4, top - 4, right + 3, bottom + 3), outline=QUERY_FRAME, width=3)
         for j, line in enumerate((line1, line2, line3)):
             draw.text((left, bottom + 4 + 16 * j), line, fill=(0, 0, 0), font=font)
@@ -228,9 +228,25 @@ def write_sheet(
     thumbs = []
     if src is not None:
         shots = [(query.title_id, query.start)] + [(h.title_id, h.shot) for h in hits]
-        thumbs = [_fit(thumb_path(src, t, s)) for t, s in shots]
+        thumbs = [_fit(source.find_thumb(src, t, s)) for t, s in shots]
     if not any(t is not None for t in thumbs):
         _timeline(out, header, query, hits, store)
         return "timeline", len(dict.fromkeys([query.title] + [h.title for h in hits]))
-    _contact_sheet(out, header, panels, thumbs)
+    contact_sheet(out, header, panels, thumbs)
     return "thumbnails", len(panels)
+
+
+def title_sheet(src: str | Path, title_id: str, png: str | Path) -> Path:
+    """Every shot of one extracted title: its thumbnail, times and text (the video demo)."""
+    import textwrap
+
+    starts, ends = source.read_times(src, title_id)
+    texts = source.read_text(src, title_id)
+    panels = [
+        (f"shot {i}", f"{_clock(a)} - {_clock(b)}", textwrap.shorten(text, 34) if text else "")
+        for i, (a, b, text) in enumerate(zip(starts, ends, texts, strict=True))
+    ]
+    thumbs = [_fit(source.find_thumb(src, title_id, i)) for i in range(len(panels))]
+    header = f"{title_id}: {len(panels)} shots"
+    contact_sheet(Path(png), header, panels, thumbs, frame_first=False)
+    return Path(png)

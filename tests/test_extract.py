@@ -131,6 +131,12 @@ def test_subtitle_encodings_give_the_same_cues(tmp_path):
     vtt = "WEBVTT\n\nNOTE a comment\n\n00:00.500 --> 00:01.000 align:start\nCafé crème\n\n"
     vtt += "00:02.000 --> 00:03.500\nnaïve — déjà vu\n"
     assert subtitles.parse(vtt) == EXPECTED_CUES
+    # one-digit seconds, two-digit milliseconds: as 6 of MovieNet's 314 real files write
+    one_digit = "1\n00:00:2,000 --> 00:00:10,000\nads\n\n2\n00:00:0,500 --> 00:00:2,00\nx\n"
+    assert subtitles.parse(one_digit) == [
+        subtitles.Cue(2.0, 10.0, "ads"),
+        subtitles.Cue(0.5, 2.0, "x"),
+    ]
     (tmp_path / "none.srt").write_text("just words, no timing\n")
     with pytest.raises(ExtractError, match="none.srt: no subtitle cue"):
         subtitles.read_cues(tmp_path / "none.srt")
@@ -310,15 +316,21 @@ def test_mobilenet_onnx_graph_matches_torch_reference():
 
 
 def test_contact_sheet_shows_every_shot(extracted, tmp_path):
+    """The demo's sheet of one title: one panel per shot, each holding that shot's own
+    thumbnail (the renderer search --sheet uses)."""
     from PIL import Image
 
-    from mediafm_jax.demo import contact_sheet
+    from mediafm_jax import sheet
 
     out, _, _ = extracted
-    png = contact_sheet(out, "speech", tmp_path / "sheet.png", columns=3)
+    png = sheet.title_sheet(out, "speech", tmp_path / "sheet.png")
     with Image.open(png) as image:
-        width, height = image.size
-    assert width > 3 * 192 and height > 2 * 80  # 3 columns x 2 rows of thumbnails
+        drawn = np.asarray(image.convert("RGB")).astype(int)
+    assert drawn.shape[:2] == sheet.sheet_size(6)[::-1]
+    for shot in range(6):
+        left, top, right, bottom = sheet.panel_box(shot, 6)
+        expected = np.asarray(sheet._fit(out / "thumbs" / "speech" / f"{shot:05d}.jpg"))
+        assert np.abs(drawn[top:bottom, left:right] - expected.astype(int)).mean() < 2, shot
 
 
 def test_variable_frame_rate_times_come_from_timestamps(tmp_path):

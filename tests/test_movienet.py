@@ -10,6 +10,7 @@ import pytest
 
 from mediafm_jax.data import ingest
 from mediafm_jax.data.store import ShotStore
+from mediafm_jax.extract import subtitles
 from mediafm_jax.probe import input_rows
 
 SPEC = importlib.util.spec_from_file_location(
@@ -39,17 +40,19 @@ Last words.
 
 
 def test_srt_parsing_and_cue_assignment(tmp_path):
+    """MovieNet's subtitles go through the product's reader (extract's): a broken cue is
+    skipped and named (extract itself refuses the file), the rest placed on shots."""
     (tmp_path / "a.srt").write_text("\ufeff" + SRT)
-    cues = prep.parse_srt(tmp_path / "a.srt")
+    cues, problems = prep.read_subtitles(tmp_path / "a.srt")
     assert [c.text for c in cues] == ["Hello there.", "A long line across shots.", "Last words."]
     assert cues[0].start_s == 1.0 and cues[1].end_s == 9.0
+    assert problems == ["line 10: cannot read the timing '00:00:xx,000 --> 00:00:12,000'"]
     (tmp_path / "empty.srt").write_text("")
-    assert (
-        prep.parse_srt(tmp_path / "empty.srt") == [] and prep.parse_srt(tmp_path / "none.srt") == []
-    )
+    assert prep.read_subtitles(tmp_path / "empty.srt")[0] == []
+    assert prep.read_subtitles(tmp_path / "none.srt") == ([], [])
     start = np.array([0.0, 3.0, 5.0, 8.5, 15.0])
     end = np.array([3.0, 5.0, 8.5, 15.0, 30.0])
-    texts = prep.assign_cues(cues, start, end)
+    texts = subtitles.cues_to_shots(cues, start, end)
     assert texts == [
         "Hello there.",
         "A long line across shots.",
@@ -58,7 +61,7 @@ def test_srt_parsing_and_cue_assignment(tmp_path):
         "Last words.",
     ]
     # A cue ending exactly where a shot starts does not reach into it.
-    assert prep.assign_cues([prep.Cue(0.0, 3.0, "x")], start, end) == ["x", "", "", "", ""]
+    assert subtitles.cues_to_shots([prep.Cue(0.0, 3.0, "x")], start, end) == ["x", "", "", "", ""]
 
 
 def test_frames_labels_and_shot_lists(tmp_path):
@@ -165,15 +168,18 @@ def test_utf16_subtitles_parse_and_cue_counts_are_reported(tmp_path, capsys):
         if encoding != "utf-16":  # python writes the BOM only for plain "utf-16"
             data = ("\ufeff" + SRT).encode(encoding)
         (tmp_path / f"{encoding}.srt").write_bytes(data)
-        assert prep.parse_srt(tmp_path / f"{encoding}.srt") == prep.parse_srt(tmp_path / "utf8.srt")
+        read = prep.read_subtitles(tmp_path / f"{encoding}.srt")
+        assert read == prep.read_subtitles(tmp_path / "utf8.srt")
     movienet, movielens = _fixture(tmp_path / "data")
     (movienet / "subtitle" / "tt0000001.srt").write_bytes(SRT.encode("utf-16"))
     (movienet / "subtitle" / "tt0000002.srt").write_text("no cue in here\n")
     out = tmp_path / "src"
     prep.prepare(movienet, movielens, out, prep.HashingEmbedder(16))
     alignment = json.loads((out / "alignment.json").read_text())
-    assert alignment["tt0000001"]["cues"] == len(prep.parse_srt(tmp_path / "utf8.srt")) == 3
+    assert alignment["tt0000001"]["cues"] == len(prep.read_subtitles(tmp_path / "utf8.srt")[0]) == 3
     assert alignment["tt0000002"]["cues"] == 0 and alignment["tt0000003"]["cues"] == 0
     printed = capsys.readouterr().out
     assert "tt0000002.srt: no subtitle cue parsed" in printed
-    assert printed.count("warning:") == 1  # tt0000003 has no file: nothing to warn about
+    assert "tt0000001.srt: line 10: cannot read the timing" in printed  # skipped, not silent
+    assert printed.count("warning:") == 2  # tt0000003 has no file: nothing to warn about
+    assert json.loads((out / "summary.json").read_text())["cues_skipped"] == 1

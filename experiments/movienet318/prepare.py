@@ -3,9 +3,12 @@
     python experiments/movienet318/prepare.py --movienet ../shared/data/movienet318 \
         --movielens ../shared/data/movielens-small --out runs/movienet318/src
 
-Shots come from the benchmark's shot lists (frame indices -> seconds); subtitle cues
-(parsed with the ``srt`` library) are assigned to every shot they overlap, and each
+Shots come from the benchmark's shot lists (frame indices -> seconds); subtitle cues are
+read by the product's own subtitle code (``mediafm_jax.extract.subtitles``, what
+``mediafm extract`` reads a sidecar with: any encoding, SRT or WebVTT; a broken cue is
+skipped with a warning naming its line) and assigned to every shot they overlap, and each
 shot's text is embedded with all-MiniLM-L6-v2 (cached per film, so a rerun is instant).
+The source is written through ``mediafm_jax.data.source``.
 Shots without dialogue, and every shot of a film without subtitles, have no text. The
 title embedding is the film's title string only (its genres are a probe label).
 
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import hashlib
 import json
 import re
@@ -37,24 +39,20 @@ from typing import Protocol
 import numpy as np
 
 from mediafm_jax import outputs
+from mediafm_jax.data import source
+from mediafm_jax.errors import ExtractError
+from mediafm_jax.extract import subtitles
+from mediafm_jax.extract.subtitles import Cue
 
 FPS_GUESSES = (23.976, 24.0, 25.0)
 DEFAULT_FPS = 24.0
 CUT_WINDOW_S = 0.5
 CLEARLY_BETTER = 1.25
 OFFSETS = np.round(np.arange(-30.0, 30.001, 0.25), 2)  # index len // 2 is 0 s
-TAG = re.compile(r"<[^>]+>|\{[^}]+\}")
 
 
 class PrepareError(ValueError):
     """A MovieNet/MovieLens input file is malformed; the message names it and the line."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Cue:
-    start_s: float
-    end_s: float
-    text: str
 
 
 # -- parsing ---------------------------------------------------------------------------
@@ -106,43 +104,17 @@ def parse_labels(path: Path, num_shots: int) -> np.ndarray:
     return labels
 
 
-def parse_srt(path: Path) -> list[Cue]:
-    """Cues with text, tags stripped; unparseable blocks (bad timestamps) are skipped."""
-    import srt
-
+def read_subtitles(path: Path) -> tuple[list[Cue], list[str]]:
+    """(cues sorted by start, problems): the product's reader, broken cues skipped and
+    listed; no file, or one with no cue (empty, unreadable, not SRT/WebVTT), gives none."""
     if not path.is_file():
-        return []
-    from mediafm_jax.extract.subtitles import decode_text
-
-    # BOMs (UTF-16 files exist in MovieNet), UTF-8, else charset-normalizer: trying
-    # cp1252 first "decoded" UTF-16 without error into text with no cue in it.
-    text, _ = decode_text(path.read_bytes(), path)
-    cues, parsed = [], []
-    # Block by block, so one bad timestamp loses its own cue, not its neighbour's text.
-    for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n").strip()):
-        try:
-            parsed.extend(srt.parse(block + "\n"))
-        except srt.SRTParseError:
-            continue
-    for cue in parsed:
-        content = " ".join(TAG.sub("", cue.content).split())
-        start, end = cue.start.total_seconds(), cue.end.total_seconds()
-        if content and end > start >= 0:
-            cues.append(Cue(start, end, content))
-    return sorted(cues, key=lambda c: c.start_s)
-
-
-def assign_cues(cues: Sequence[Cue], start_s: np.ndarray, end_s: np.ndarray) -> list[str]:
-    """Each shot's text: every cue overlapping [start, end), in order (a cue spanning
-    several shots gives each of them its text)."""
-    texts: list[list[str]] = [[] for _ in range(len(start_s))]
-    for cue in cues:
-        first = int(np.searchsorted(end_s, cue.start_s, side="right"))
-        last = int(np.searchsorted(start_s, cue.end_s, side="left"))
-        for shot in range(first, min(last, len(texts))):
-            if texts[shot][-1:] != [cue.text]:
-                texts[shot].append(cue.text)
-    return [" ".join(t) for t in texts]
+        return [], []
+    problems: list[str] = []
+    try:
+        cues, _ = subtitles.read_cues(path, problems=problems)
+    except ExtractError as err:
+        return [], [str(err).removeprefix(f"{path}: ")]
+    return sorted(cues, key=lambda c: c.start_s), problems
 
 
 def cut_alignment(cue_starts: np.ndarray, cut_times: np.ndarray, duration: float) -> float:
@@ -310,10 +282,9 @@ def prepare(
         raise PrepareError(f"{split_path}: no train/val/test lists")
     names, genres = load_movielens(movielens)
     genre_names = sorted({g for film in film_split for g in genres.get(film, [])})
-    (out / "shots").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     titles, clips, alignment = [], [], {}
-    total_shots = with_text = 0
+    total_shots = with_text = skipped_cues = 0
     films = sorted(film_split)
     for number, film in enumerate(films, start=1):
         shot_file = movienet / "shot_movie318" / f"{film}.txt"
@@ -321,9 +292,12 @@ def prepare(
             raise PrepareError(f"{shot_file}: missing for film {film} of {split_path.name}")
         frames = parse_shots(shot_file)
         srt_path = movienet / "subtitle" / f"{film}.srt"
-        cues = parse_srt(srt_path)
+        cues, problems = read_subtitles(srt_path)
         if srt_path.is_file() and not cues:
             print(f"warning: {srt_path}: no subtitle cue parsed; film {film} has no text")
+        for problem in problems if cues else []:
+            print(f"warning: {srt_path}: {problem} (cue skipped)")
+        skipped_cues += len(problems) if cues else 0
         fps, offset, scores = choose_timing(cues, frames) if cues else (DEFAULT_FPS, 0.0, {})
         alignment[film] = {
             "cues": len(cues),
@@ -333,17 +307,12 @@ def prepare(
         }
         start_s, end_s = frames_to_seconds(frames, fps)
         shifted = [Cue(c.start_s + offset, c.end_s + offset, c.text) for c in cues]
-        texts = assign_cues(shifted, start_s, end_s)
+        texts = subtitles.cues_to_shots(shifted, start_s, end_s)
         text = embed_cached(embedder, texts, out / "cache")
         title_string = names.get(film, film)
         title_embedding = embed_cached(embedder, [title_string], out / "cache")[0]
-        np.savez(
-            out / "shots" / f"{film}.npz",
-            text=text.astype(np.float16),
-            start_s=start_s,
-            end_s=end_s,
-            title_embedding=title_embedding,
-        )
+        arrays = {"text": text.astype(np.float16), "start_s": start_s, "end_s": end_s}
+        source.write_shots(out, film, {**arrays, "title_embedding": title_embedding})
         split = film_split[film]
         titles.append(
             {
@@ -393,8 +362,7 @@ def prepare(
             flush=True,
         )
     print(file=sys.stderr)
-    (out / "titles.jsonl").write_text("".join(json.dumps(t) + "\n" for t in titles))
-    (out / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
+    source.write_titles(out, titles)
     tasks = [{"name": "scene_boundary", "kind": "binary", "metric": "ap"}]
     if genre_names:
         tasks.append(
@@ -405,22 +373,22 @@ def prepare(
                 "num_classes": len(genre_names),
             }
         )
-    (out / "probes.json").write_text(
-        json.dumps({"tasks": tasks, "genre_names": genre_names}, indent=1) + "\n"
-    )
+    source.write_probes(out, {"tasks": tasks, "genre_names": genre_names}, clips)
     summary = {
         "films": len(titles),
         "shots": total_shots,
         "shots_with_text": with_text,
         "films_with_subtitles": sum(t["subtitles"] for t in titles),
+        "cues": sum(a["cues"] for a in alignment.values()),
+        "cues_skipped": skipped_cues,
         "fps_chosen": {
             str(f): sum(1 for a in alignment.values() if a["fps"] == f) for f in FPS_GUESSES
         },
         "embedder": embedder.name,
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    (out / "alignment.json").write_text(json.dumps(alignment, indent=1) + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    source.write_json(out / "alignment.json", alignment)
+    source.write_json(out / "summary.json", summary)
     return summary
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import zipfile
 import zlib
@@ -23,15 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mediafm_jax import outputs
+from mediafm_jax.data import source
 from mediafm_jax.data import store as store_lib
 from mediafm_jax.errors import IngestError
 from mediafm_jax.fusion import fuse
 
-SPLITS = ("train", "val", "test")
-OPTIONAL_KEYS = ("start_s", "end_s", "title_embedding")
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-MAX_NAME_BYTES = 255 - len(".npz")  # the usual file-name limit, less the suffix
 # What reading a damaged npz member can raise (short data, bad CRC, bad deflate stream).
 READ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error)
 
@@ -55,104 +52,10 @@ class IngestSummary:
     seconds: float
 
 
-def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shapes and dtypes of an npz's arrays, read from headers only.
-
-    Also checks that each member holds as many bytes as its header promises, so a
-    truncated array is reported here, before anything is written.
-    """
-    headers = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                with archive.open(info) as f:
-                    version = np.lib.format.read_magic(f)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                    else:
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                    header_bytes = f.tell()
-                name = info.filename.removesuffix(".npy")
-                dtype = np.dtype(dtype)
-                if dtype.hasobject:
-                    raise IngestError(
-                        f"{path}: '{name}' holds Python objects (dtype object), expected numbers"
-                    )
-                needed = header_bytes + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-                if info.file_size < needed:
-                    raise IngestError(
-                        f"{path}: '{name}' is truncated ({info.file_size} bytes, its header "
-                        f"{tuple(shape)} {dtype} needs {needed})"
-                    )
-                headers[name] = (tuple(shape), dtype)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        if isinstance(err, IngestError):
-            raise
-        raise IngestError(f"{path}: not a readable .npz file ({err})") from None
-    return headers
-
-
-def _file_name_problem(title_id: str) -> str | None:
-    """Why ``title_id`` cannot name ``shots/<title_id>.npz`` (None when it can)."""
-    try:
-        size = len(title_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        return "is not valid Unicode"
-    if size > MAX_NAME_BYTES:
-        return f"is {size} bytes long, a file name allows {MAX_NAME_BYTES} before '.npz'"
-    if any(c in title_id for c in "/\\\0") or any(ord(c) < 32 for c in title_id):
-        return "contains a path separator, NUL or control character"
-    if title_id.startswith("."):
-        return "starts with '.'"
-    return None
-
-
-def _read_titles(src: Path) -> list[tuple[str, str | None]]:
-    path = src / "titles.jsonl"
-    if not path.is_file():
-        raise IngestError(f"{path}: missing (one JSON object per title with 'title_id')")
-    titles: list[tuple[str, str | None]] = []
-    seen: set[str] = set()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise IngestError(f"{path}: cannot be read as UTF-8 text ({err})") from None
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise IngestError(f"{path} line {line_no}: invalid JSON ({err.msg})") from None
-        title_id = record.get("title_id") if isinstance(record, dict) else None
-        if not isinstance(title_id, str) or not title_id:
-            raise IngestError(f"{path} line {line_no}: needs a non-empty string 'title_id'")
-        problem = _file_name_problem(title_id)
-        if problem:
-            shown = title_id if len(title_id) <= 60 else title_id[:57] + "..."
-            raise IngestError(
-                f"{path} line {line_no}: title_id {shown!r} {problem}, so it cannot name "
-                "its shots/<title_id>.npz"
-            )
-        if title_id in seen:
-            raise IngestError(f"{path} line {line_no}: duplicate title_id {title_id!r}")
-        split = record.get("split")
-        if split is not None and split not in SPLITS:
-            raise IngestError(
-                f"{path} line {line_no}: title {title_id!r} has split {split!r}, "
-                f"expected one of {', '.join(SPLITS)}"
-            )
-        seen.add(title_id)
-        titles.append((title_id, split))
-    if not titles:
-        raise IngestError(f"{path}: lists no titles")
-    return titles
-
-
 def scan_source(src: Path) -> tuple[list[TitleHeader], list[store_lib.Modality], int]:
     """Validates structure from headers; returns titles, modality columns and title dim."""
-    titles = _read_titles(src)
-    shots_dir = src / "shots"
+    titles = source.read_titles(src)
+    shots_dir = src / source.SHOTS
     known = {t for t, _ in titles}
     if shots_dir.is_dir():
         for npz in sorted(shots_dir.glob("*.npz")):
@@ -163,11 +66,11 @@ def scan_source(src: Path) -> tuple[list[TitleHeader], list[store_lib.Modality],
     title_dim: int | None = None
     headers: list[TitleHeader] = []
     for title_id, split in titles:
-        path = shots_dir / f"{title_id}.npz"
+        path = source.shots_path(src, title_id)
         if not path.is_file():
             raise IngestError(f"title {title_id!r}: listed in titles.jsonl but {path} is missing")
-        arrays = _npz_headers(path)
-        unknown = set(arrays) - set(store_lib.MODALITY_ORDER) - set(OPTIONAL_KEYS)
+        arrays = source.npz_headers(path)
+        unknown = set(arrays) - set(store_lib.MODALITY_ORDER) - set(source.OPTIONAL_KEYS)
         if unknown:
             raise IngestError(f"{path}: unexpected arrays {sorted(unknown)}")
         dims: dict[str, int] = {}

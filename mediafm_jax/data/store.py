@@ -25,6 +25,7 @@ import numpy as np
 import tensorstore as ts
 from tqdm import tqdm
 
+from mediafm_jax.data import source
 from mediafm_jax.errors import ConfigError, StoreError
 
 # 2: every chunk is written (all-zero ones too), the manifest lists every file (size,
@@ -37,7 +38,7 @@ SPLITS = ("train", "val", "test")
 HASH_BLOCK = 8 << 20
 INNER_CHUNK_ROWS = 64
 DEFAULT_SHARD_ROWS = 64 * 128  # 8192 rows: about 38 MB per shard file at 2304 columns
-MODALITY_ORDER = ("video", "audio", "text")
+MODALITY_ORDER = source.MODALITIES  # the store's columns follow the source's order
 # The optional label-free title summary (issue 14): the mean of the title's fused shots
 # (concatenate -> unit norm, as objective.fuse does by default) over its shots with content,
 # float32 [T, F]. Stores written before it lack it; only model.global_input asks for it.

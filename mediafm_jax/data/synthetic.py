@@ -21,13 +21,13 @@ at the break), ``popularity`` (tension at the clip, ranked within the title) and
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from mediafm_jax import outputs
+from mediafm_jax.data import source
 
 NUM_GENRES = 11
 NUM_TONES = 100
@@ -253,7 +253,6 @@ def write_catalog(
 
 
 def _write_catalog(out: Path, config: SynthConfig, progress: bool) -> None:
-    (out / "shots").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(config.seed)
     catalog = _Catalog(config, rng)
     splits = rng.choice(["train", "val", "test"], config.titles, p=[0.7, 0.15, 0.15])
@@ -268,7 +267,7 @@ def _write_catalog(out: Path, config: SynthConfig, progress: bool) -> None:
             k: v.astype(np.float16) if k in ("video", "audio", "text") else v.astype(np.float32)
             for k, v in arrays.items()
         }
-        np.savez(out / "shots" / f"{title_id}.npz", **fp16)
+        source.write_shots(out, title_id, fp16)
         titles.append(
             {
                 "title_id": title_id,
@@ -278,7 +277,6 @@ def _write_catalog(out: Path, config: SynthConfig, progress: bool) -> None:
             }
         )
         clips.extend(_clips(title_id, story, title_rng, str(splits[index])))
-    (out / "titles.jsonl").write_text("".join(json.dumps(t) + "\n" for t in titles))
-    (out / "clips.jsonl").write_text("".join(json.dumps(c) + "\n" for c in clips))
-    (out / "probes.json").write_text(json.dumps({"tasks": PROBE_TASKS}, indent=1) + "\n")
-    (out / "synth.json").write_text(json.dumps(dataclasses.asdict(config), indent=1) + "\n")
+    source.write_titles(out, titles)
+    source.write_probes(out, {"tasks": PROBE_TASKS}, clips)
+    source.write_json(out / "synth.json", dataclasses.asdict(config))

@@ -27,6 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mediafm_jax import outputs
+from mediafm_jax.data import source
 from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract import encoders, speech, title
 from mediafm_jax.extract.settings import Settings
@@ -35,7 +36,13 @@ FORMAT = "mediafm-extract/1"
 MANIFEST = "extract.json"
 LOCK = ".extract.lock"
 # what extract writes in OUT_SRC (its marker lists it: a demo's --overwrite keeps other files)
-LAYOUT = ("titles.jsonl", MANIFEST, LOCK, "shots/", "thumbs/", "text/", ".tmp/")
+LAYOUT = (
+    source.TITLES,
+    MANIFEST,
+    LOCK,
+    *(f"{d}/" for d in (source.SHOTS, source.THUMBS, source.TEXT)),
+    ".tmp/",
+)
 VIDEO_SUFFIXES = frozenset(
     [
         ".mp4",
@@ -152,7 +159,7 @@ def load_manifest(out: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ExtractError(
             f"{path}: not valid JSON ({err.msg}); it was not written by us"
@@ -169,18 +176,13 @@ def _any_ok(manifest: dict[str, Any]) -> bool:
     )
 
 
-def _write_json_atomic(path: Path, value: Any, lines: bool = False) -> None:
-    text = "".join(json.dumps(v) + "\n" for v in value) if lines else json.dumps(value, indent=1)
-    outputs.atomic_file(path, lambda tmp: tmp.write_text(text))
-
-
 def _complete(record: dict[str, Any] | None, out: Path, title_id: str) -> bool:
     """An earlier good extract of this title is on disk (what a failed redo must keep)."""
     return (
         record is not None
         and record.get("status") == "ok"
-        and (out / "shots" / f"{title_id}.npz").is_file()
-        and (out / "text" / f"{title_id}.json").is_file()
+        and source.shots_path(out, title_id).is_file()
+        and source.text_path(out, title_id).is_file()
     )
 
 
@@ -191,7 +193,7 @@ def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
         and record.get("path") == str(video.path)
         and record.get("size") == video.size
         and record.get("mtime_ns") == video.mtime_ns
-        and (out / "shots" / f"{video.title_id}.npz").is_file()
+        and source.shots_path(out, video.title_id).is_file()
     )
 
 
@@ -386,7 +388,7 @@ def _run(
         "versions": _versions(),
         "videos": records,
     }
-    _write_json_atomic(out / MANIFEST, manifest)
+    source.write_json(out / MANIFEST, manifest)
     done: list[str] = []
     failed: dict[str, str] = {}
     kept: list[str] = []
@@ -403,7 +405,7 @@ def _run(
             if record["status"] != "ok":  # a failed first try: nothing of it may stay
                 title.remove_title(out, title_id)
             records[title_id] = record
-        _write_json_atomic(out / MANIFEST, manifest)
+        source.write_json(out / MANIFEST, manifest)
         overall.update(1)
         say = overall.write if log is print else log  # tqdm.write keeps the bars intact
         if redo_failed:
@@ -441,10 +443,8 @@ def _run(
         if (out / ".tmp").is_dir() and not any((out / ".tmp").iterdir()):
             (out / ".tmp").rmdir()
         ok = [t for t, r in records.items() if r.get("status") == "ok"]
-        _write_json_atomic(
-            out / "titles.jsonl",
-            [{"title_id": t, "source": records[t]["path"]} for t in sorted(ok)],
-            lines=True,
+        source.write_titles(
+            out, [{"title_id": t, "source": records[t]["path"]} for t in sorted(ok)]
         )
     summary = Summary(out, done, skipped, failed, time.perf_counter() - started, kept)
     kept_note = f" ({len(kept)} kept their earlier extract)" if kept else ""

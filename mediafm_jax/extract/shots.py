@@ -41,7 +41,7 @@ from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract.decode import Frame
 
 DETECT_WIDTH = 256  # PySceneDetect's own default downscale target for its content score
-MAX_KEPT_FRAMES = 32  # candidate frames kept per shot (the most frames_per_shot can pick)
+MAX_KEPT_FRAMES = 32  # candidate frames kept per shot (16 to 32 once a long shot halves them)
 _MICROSECONDS = Fraction(1, 1_000_000)
 REGISTRY: dict[str, type[Detector]] = {}
 
@@ -72,7 +72,10 @@ def resolve(spec: str) -> type[Detector]:
         except (ImportError, AttributeError) as err:
             raise ExtractError(f"--shots {spec}: cannot import it ({err})") from None
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
-            raise ExtractError(f"--shots {spec}: is not a shots.Detector")
+            raise ExtractError(
+                f"--shots {spec}: is not a shots.Detector (a SceneDetector with a name; "
+                "example in mediafm_jax/extract/shots.py)"
+            )
         return cls
     if spec not in REGISTRY:
         raise ExtractError(

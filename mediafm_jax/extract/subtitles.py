@@ -27,7 +27,7 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 LEGACY_TIE = 0.1  # chaos difference within which candidate code pages count as tied
-_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})"
+_TIME = r"(?:(\d+):)?(\d{1,2}):(\d{1,2})[,.](\d{1,3})"  # real files write 00:00:2,000 too
 _TIMING = re.compile(_TIME + r"\s*-->\s*" + _TIME)
 _MARKUP = re.compile(r"<[^>]*>|\{\\[^}]*\}")
 
@@ -89,12 +89,14 @@ def _seconds(hours: str | None, minutes: str, seconds: str, fraction: str) -> fl
     )
 
 
-def parse(text: str, name: str = "subtitles") -> list[Cue]:
+def parse(text: str, name: str = "subtitles", problems: list[str] | None = None) -> list[Cue]:
     """Cues of an SRT or WebVTT document, in file order, markup stripped, empty ones dropped.
 
     A timing line (one holding ``-->``) that cannot be read, with minutes or seconds past
     59, or ending before it starts is an ExtractError naming ``name`` and the line: a cue
-    silently dropped would leave its shots without their dialogue.
+    silently dropped would leave its shots without their dialogue. A caller that reports
+    them itself (a research import of hundreds of films) passes ``problems``: such a cue
+    is then skipped and its ``line N: reason`` appended there.
     """
     cues: list[Cue] = []
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
@@ -106,15 +108,12 @@ def parse(text: str, name: str = "subtitles") -> list[Cue]:
         for i, (at, timing) in enumerate(block):
             if "-->" not in timing:
                 continue
-            match = _TIMING.search(timing)
-            if match is None:
-                raise ExtractError(f"{name}: line {at}: cannot read the timing {timing!r}")
-            g = match.groups()
-            if max(int(g[1]), int(g[2]), int(g[5]), int(g[6])) > 59:
-                raise ExtractError(f"{name}: line {at}: minutes or seconds past 59 in {timing!r}")
-            start, end = _seconds(*g[:4]), _seconds(*g[4:])
-            if end < start:
-                raise ExtractError(f"{name}: line {at}: the cue ends before it starts ({timing!r})")
+            problem, start, end = _timing(timing)
+            if problem is not None:
+                if problems is None:
+                    raise ExtractError(f"{name}: line {at}: {problem}")
+                problems.append(f"line {at}: {problem}")
+                break
             body = " ".join(_MARKUP.sub("", t).strip() for _, t in block[i + 1 :])
             body = " ".join(body.split())
             if body:
@@ -124,11 +123,28 @@ def parse(text: str, name: str = "subtitles") -> list[Cue]:
     return cues
 
 
-def read_cues(path: Path, encoding: str | None = None) -> tuple[list[Cue], str]:
-    """Cues and the encoding used; a file with no cue (empty included) is an ExtractError."""
+def _timing(line: str) -> tuple[str | None, float, float]:
+    """(what is wrong with the timing line or None, start s, end s)."""
+    match = _TIMING.search(line)
+    if match is None:
+        return f"cannot read the timing {line!r}", 0.0, 0.0
+    g = match.groups()
+    if max(int(g[1]), int(g[2]), int(g[5]), int(g[6])) > 59:
+        return f"minutes or seconds past 59 in {line!r}", 0.0, 0.0
+    start, end = _seconds(*g[:4]), _seconds(*g[4:])
+    if end < start:
+        return f"the cue ends before it starts ({line!r})", start, end
+    return None, start, end
+
+
+def read_cues(
+    path: Path, encoding: str | None = None, problems: list[str] | None = None
+) -> tuple[list[Cue], str]:
+    """Cues and the encoding used; a file with no cue (empty included) is an ExtractError.
+    ``problems``: skip broken cues and list them there (see ``parse``)."""
     data = path.read_bytes()
     text, encoding = decode_text(data, path, encoding)
-    cues = parse(text, str(path))
+    cues = parse(text, str(path), problems)
     if not text.strip():
         raise ExtractError(
             f"{path}: is empty (delete it to transcribe the speech instead, or fill it)"

@@ -9,7 +9,6 @@ when the whole title is done, so a crash never leaves a half-written title.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from mediafm_jax.data import source
 from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract import decode, encoders, shots, speech, subtitles
 from mediafm_jax.extract.settings import Settings
@@ -79,9 +79,9 @@ def extract_video(
     tmp = out / ".tmp" / f"{title_id}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    (tmp / "thumbs").mkdir(parents=True)
+    source.thumbs_dir(tmp, title_id).mkdir(parents=True)  # tmp: the title's own source
     try:
-        record = _extract_into(path, tmp, info, models, progress)
+        record = _extract_into(path, title_id, tmp, info, models, progress)
         _commit(tmp, out, title_id)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -91,6 +91,7 @@ def extract_video(
 
 def _extract_into(
     path: Path,
+    title_id: str,
     tmp: Path,
     info: decode.VideoInfo,
     models: Models,
@@ -118,7 +119,8 @@ def _extract_into(
 
     def close_shot(start: float, end: float, frames: list[tuple[float, np.ndarray]]) -> None:
         picks = shots.pick_evenly(frames, settings.frames_per_shot)
-        _write_thumb(tmp / "thumbs" / f"{len(bounds):05d}.jpg", picks, settings.thumb_width)
+        thumb = source.thumbs_dir(tmp, title_id) / source.thumb_name(len(bounds))
+        _write_thumb(thumb, picks, settings.thumb_width)
         bounds.append((start, end))
         pending.append(np.stack(picks) if picks else np.zeros((0, 1, 1, 3), np.uint8))
         if sum(len(p) for p in pending) >= EMBED_BATCH_FRAMES:
@@ -176,16 +178,9 @@ def _extract_into(
     timer.add("text", t)
 
     video_nd = np.concatenate(video_rows).astype(np.float32)
-    np.savez(
-        tmp / "shots.npz",
-        video=video_nd,
-        audio=audio_rows,
-        text=text_rows,
-        start_s=starts_s,
-        end_s=ends_s,
-    )
-    transcript = {"source": text_source, "shots": texts}
-    (tmp / "text.json").write_text(json.dumps(transcript, ensure_ascii=False, indent=0))
+    arrays = {"video": video_nd, "audio": audio_rows, "text": text_rows}
+    source.write_shots(tmp, title_id, {**arrays, "start_s": starts_s, "end_s": ends_s})
+    source.write_text(tmp, title_id, text_source, texts)
     duration = float(ends_s[-1]) if len(ends_s) else 0.0
     return {
         "status": "ok",
@@ -311,18 +306,18 @@ def _embed_texts(models: Models, texts: list[str]) -> np.ndarray:
 
 def _commit(tmp: Path, out: Path, title_id: str) -> None:
     """Moves a finished title into place: thumbs folder, transcript, then the npz last."""
-    for folder in ("shots", "thumbs", "text"):
+    for folder in (source.SHOTS, source.THUMBS, source.TEXT):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    thumbs = out / "thumbs" / title_id
+    thumbs = source.thumbs_dir(out, title_id)
     if thumbs.exists():
         thumbs.rename(tmp / "old_thumbs")
-    (tmp / "thumbs").rename(thumbs)
-    os.replace(tmp / "text.json", out / "text" / f"{title_id}.json")
-    os.replace(tmp / "shots.npz", out / "shots" / f"{title_id}.npz")
+    source.thumbs_dir(tmp, title_id).rename(thumbs)
+    os.replace(source.text_path(tmp, title_id), source.text_path(out, title_id))
+    os.replace(source.shots_path(tmp, title_id), source.shots_path(out, title_id))
 
 
 def remove_title(out: Path, title_id: str) -> None:
     """Removes a title's outputs (ours: only called inside an extract output)."""
-    for p in (out / "shots" / f"{title_id}.npz", out / "text" / f"{title_id}.json"):
+    for p in (source.shots_path(out, title_id), source.text_path(out, title_id)):
         p.unlink(missing_ok=True)
-    shutil.rmtree(out / "thumbs" / title_id, ignore_errors=True)
+    shutil.rmtree(source.thumbs_dir(out, title_id), ignore_errors=True)
