@@ -186,6 +186,22 @@ def test_catalog_pages(page, synth_app, store):
         assert [t["shots"] for t in data["titles"]] == lengths
 
 
+def test_catalog_pages_read_no_shot_vectors(tiny_store, monkeypatch):
+    """A catalog of any size opens from its small arrays; a title page reads that title's
+    rows only (experiments/benchmarks/browse.py times 1M shots)."""
+    from mediafm_jax.data.store import ShotStore
+
+    reads: list[tuple[int, int]] = []
+    monkeypatch.setattr(ShotStore, "read_rows", lambda self, a, b: reads.append((a, b)) or 1 / 0)
+    catalog = Catalog(tiny_store)
+    assert catalog.titles("", page=2, size=5)["total"] == 12
+    assert catalog.titles("3")["titles"]
+    assert reads == []
+    with pytest.raises(ZeroDivisionError):
+        catalog.title(4)
+    assert reads == [catalog.store.title_rows(4)]
+
+
 # -- title -------------------------------------------------------------------------------------
 def test_title_page_loads_every_thumbnail_and_text(page, video_app, video_catalog, tmp_path):
     open_view(page, video_app.url + "#/title/0")
@@ -336,6 +352,17 @@ def test_only_files_the_catalog_names_are_served(page, video_app, video_catalog,
         server.stop()
 
 
+def test_damaged_text_is_said_not_hidden(video_catalog, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(video_catalog / "src", src)
+    (src / "text" / "speech.json").write_text('{"source": "speech", "shots": ["cut short"')
+    (src / "text" / "subbed.json").write_text('{"source": "x", "shots": ["one"]}')
+    catalog = Catalog(str(video_catalog / "store"), src=str(src))
+    assert "unreadable" in catalog.title(0)["text_note"]
+    assert "has 1 shots, the store 6" in catalog.title(1)["text_note"]
+    assert [s["text"] for s in catalog.title(1)["shots_detail"]] == [""] * 6
+
+
 def test_a_moved_video_is_not_played(page, video_catalog, tmp_path):
     """A source video that changed since extract is neither served nor offered."""
     store = str(video_catalog / "store")
@@ -394,9 +421,15 @@ def test_the_command_serves_until_stopped(video_catalog):
     import urllib.request
 
     port = _free_port()
+    # a suite started in the background inherits SIGINT ignored: the child restores
+    # Python's Ctrl-C handler, as a terminal would find it (no preexec_fn: JAX threads)
+    start = (
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from mediafm_jax.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "mediafm_jax.cli", "browse", "--store",
-         str(video_catalog / "store"), "--port", str(port)],
+        [sys.executable, "-c", start, "browse", "--store", str(video_catalog / "store"),
+         "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -408,3 +441,4 @@ def test_the_command_serves_until_stopped(video_catalog):
         process.send_signal(signal.SIGINT)
         code = process.wait(timeout=30)
     assert code == 130, process.stderr.read()
+    assert process.stderr.read().strip().splitlines()[-1] == "mediafm browse: interrupted"

@@ -27,7 +27,6 @@ import numpy as np
 from mediafm_jax import search as search_lib
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import SearchError, UsageError
-from mediafm_jax.sheet import thumb_path
 
 PAGE_SIZE = 50
 MAX_K = 100
@@ -192,27 +191,37 @@ class Catalog:
         }
 
     # -- one title -------------------------------------------------------------------------
-    def texts(self, title: int) -> list[str] | None:
-        """Each shot's subtitle/transcript text from ``SRC/text/<title_id>.json``, if any."""
+    def texts(self, title: int) -> tuple[list[str] | None, str]:
+        """(each shot's subtitle/transcript text from ``SRC/text/<title_id>.json``, "") or
+        (None, why there is none)."""
         if self.src is None:
-            return None
-        path = named_file(self.src, "text", f"{self.store.title_ids[title]}.json")
+            return None, "no source folder"
+        name = f"{self.store.title_ids[title]}.json"
+        path = named_file(self.src, "text", name)
         if path is None:
-            return None
+            return None, f"no text/{name} in {self.src}"
         try:
             shots = json.loads(path.read_text(encoding="utf-8"))["shots"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if not isinstance(shots, list) or len(shots) != self.store.title_length(title):
-            return None  # written for another cut of the title: not this store's shots
-        return [s if isinstance(s, str) else "" for s in shots]
+            if not isinstance(shots, list):
+                raise TypeError("shots is not a list")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return None, f"{path} is unreadable ({type(err).__name__}); text not shown"
+        if len(shots) != self.store.title_length(title):  # another cut of the title
+            return None, (
+                f"{path} has {len(shots)} shots, the store {self.store.title_length(title)}; "
+                "text not shown"
+            )
+        return [s if isinstance(s, str) else "" for s in shots], ""
 
     def title(self, title: int) -> dict[str, Any]:
         """The title's shots: times, text, thumbnail or strip colour; its video's state."""
         title = self.title_index(title)
         first, stop = self.store.title_rows(title)
-        texts = self.texts(title)
+        texts, text_note = self.texts(title)
         colours = self.colours(title)
+        thumbs = self.thumb_shots(title)
+        present_lm = self.store.present[first:stop].astype(bool)
+        names = [m.name for m in self.store.modalities]
         shots = []
         for shot in range(stop - first):
             start_s, end_s = self.times_s2[first + shot]
@@ -222,20 +231,16 @@ class Catalog:
                     "start_s": _finite(start_s),
                     "end_s": _finite(end_s),
                     "text": texts[shot] if texts else "",
-                    "thumb": self.thumb_file(title, shot) is not None,
+                    "thumb": thumbs[shot],
                     "colour": colours[shot],
-                    "present": [
-                        m.name
-                        for i, m in enumerate(self.store.modalities)
-                        if self.store.present[first + shot, i]
-                    ],
+                    "present": [n for n, p in zip(names, present_lm[shot], strict=True) if p],
                 }
             )
         video, why = self.video_state(title)
         return {
             **self.summary(title),
             "shots_detail": shots,
-            "has_text": texts is not None,
+            "text_note": text_note,
             "video": video is not None,
             "video_note": why,
         }
@@ -243,20 +248,20 @@ class Catalog:
     def colours(self, title: int) -> list[str]:
         """A colour per shot for the strip drawn where there are no thumbnails: the first
         three principal components of the title's fused input vectors as RGB, so shots
-        that look alike to the model share a colour."""
+        that look alike to the model share a colour. Subspace iteration (a few products
+        with the title's rows) instead of an SVD, whose cost grows with the columns."""
         first, stop = self.store.title_rows(title)
         if stop == first:
             return []
         modalities = [(m.start, m.stop) for m in self.store.modalities]
         x_nf = search_lib.fuse_rows(self.store.read_rows(first, stop), modalities)
-        x_nf = x_nf - x_nf.mean(0)
-        u_nk = np.linalg.svd(x_nf, full_matrices=False)[0][:, :3] if len(x_nf) > 1 else x_nf[:, :0]
-        rgb_n3 = np.full((len(x_nf), 3), 0.5, np.float32)
-        for c in range(u_nk.shape[1]):
-            column = u_nk[:, c]
-            spread = np.abs(column).max()
-            if spread > 0:
-                rgb_n3[:, c] = 0.5 + 0.45 * column / spread
+        x_nf -= x_nf.mean(0)
+        basis_fk = np.random.default_rng(0).standard_normal((x_nf.shape[1], 3), np.float32)
+        for _ in range(8):
+            basis_fk = np.linalg.qr(x_nf.T @ (x_nf @ basis_fk))[0]
+        u_nk = x_nf @ basis_fk
+        spread_k = np.abs(u_nk).max(0)
+        rgb_n3 = 0.5 + 0.45 * np.divide(u_nk, spread_k, out=np.zeros_like(u_nk), where=spread_k > 0)
         return ["#" + "".join(f"{int(255 * v):02x}" for v in row) for row in rgb_n3]
 
     # -- files the catalog names -------------------------------------------------------------
@@ -267,8 +272,28 @@ class Catalog:
             return None
         if not 0 <= shot < self.store.title_length(title):
             return None
-        path = thumb_path(self.src, self.store.title_ids[title], shot)
-        return named_file(self.src / "thumbs", self.store.title_ids[title], path.name)
+        for name in (f"{shot:05d}.jpg", f"{shot}.jpg"):  # extract's name, else sheet.py's
+            path = named_file(self.src / "thumbs", self.store.title_ids[title], name)
+            if path is not None:
+                return path
+        return None
+
+    def thumb_shots(self, title: int) -> list[bool]:
+        """Which of the title's shots have a thumbnail ``thumb_file`` would serve; one
+        listing of the folder instead of a look-up per shot."""
+        length = self.store.title_length(title)
+        if self.src is None:
+            return [False] * length
+        root = self.src / "thumbs"
+        folder = root / self.store.title_ids[title]
+        if folder.parent != root or os.path.realpath(folder) != str(folder):
+            return [False] * length
+        try:
+            with os.scandir(folder) as entries:
+                names = {e.name for e in entries if e.is_file(follow_symlinks=False)}
+        except OSError:
+            return [False] * length
+        return [f"{i:05d}.jpg" in names or f"{i}.jpg" in names for i in range(length)]
 
     def video_state(self, title: int) -> tuple[Path | None, str]:
         """(the title's source video, "") while it is where and as ``extract.json`` says;
@@ -324,7 +349,7 @@ class Catalog:
         }
 
     def _hit(self, hit: dict[str, Any]) -> dict[str, Any]:
-        texts = self.texts(hit["title"])
+        texts, _ = self.texts(hit["title"])
         hit["text"] = texts[hit["shot"]] if texts else ""
         hit["thumb"] = self.thumb_file(hit["title"], hit["shot"]) is not None
         hit["score"] = round(hit["score"], 4)

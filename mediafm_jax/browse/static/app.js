@@ -149,6 +149,7 @@ function renderTitle(t) {
     el("p", { class: "muted",
       text: `${t.split || "no split"} · ${t.shots} shots · ${clock(t.duration_s)} · ${coverage}` }),
     el("div", { class: "player" }, player, el("div", { id: "now" })),
+    t.text_note && info.has_source ? el("p", { class: "note", id: "text-note", text: t.text_note }) : null,
     strip,
     el("div", { class: "shots", id: "shots" }, cards),
     el("section", { id: "neighbours" }),
