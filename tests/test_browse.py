@@ -442,3 +442,20 @@ def test_the_command_serves_until_stopped(video_catalog):
         code = process.wait(timeout=30)
     assert code == 130, process.stderr.read()
     assert process.stderr.read().strip().splitlines()[-1] == "mediafm browse: interrupted"
+
+
+def test_a_cached_index_is_used_but_never_written(store, emb, tmp_path, capsys):
+    """The browser is read-only: it loads the faiss index `mediafm search` cached in
+    EMB/search_index/, and otherwise builds one in memory."""
+    pytest.importorskip("faiss")
+    copy = tmp_path / "emb"
+    shutil.copytree(emb.root, copy)
+    cache = copy / "search_index"
+    read = search.Searcher(store, str(copy), backend="faiss", index_cache="read")
+    assert not cache.exists() and "in memory" in capsys.readouterr().err
+    search.Searcher(store, str(copy), backend="faiss", index_cache=True)  # what search does
+    assert (cache / "context.faiss").is_file()
+    capsys.readouterr()
+    loaded = search.Searcher(store, str(copy), backend="faiss", index_cache="read")
+    assert "building" not in capsys.readouterr().err
+    assert loaded.search(2, 3, k=5) == read.search(2, 3, k=5)

@@ -322,15 +322,18 @@ class Catalog:
 
     # -- neighbours --------------------------------------------------------------------------
     def searcher(self, method: str) -> search_lib.Searcher:
-        """One ``Searcher`` per method, built on first use (reads the vectors once). No
-        index cache is written: the browser is read-only."""
+        """One ``Searcher`` per method, built on first use (reads the vectors once). From
+        ``search.INDEX_MIN_ROWS`` shots up it uses the faiss index ``mediafm search`` cached
+        in ``EMB/search_index/``, or builds one in memory: the browser writes nothing."""
         if method not in search_lib.METHODS:
             raise SearchError(f"method {method!r}: expected one of {search_lib.METHODS}")
         if method == "context" and self.emb is None:
             raise SearchError("in-context neighbours need --emb (an embedding store)")
         with self._lock:
             if method not in self._searchers:
-                self._searchers[method] = search_lib.Searcher(self.store, self.emb, method=method)
+                self._searchers[method] = search_lib.Searcher(
+                    self.store, self.emb, method=method, index_cache="read"
+                )
             return self._searchers[method]
 
     def neighbours(

@@ -230,8 +230,8 @@ async function showNeighbours() {
     },
       picture(h.title, h.shot, h.thumb, null),
       el("div", { class: "meta" },
-        el("span", { class: "rank", text: `${h.rank}.` }),
-        el("span", { class: "hit-title", text: `${h.title_id} #${h.shot}` }),
+        el("span", {}, el("span", { class: "rank", text: `${h.rank}. ` }),
+          el("span", { class: "hit-title", text: `${h.title_id} #${h.shot}` })),
         el("span", { class: "score", text: h.score.toFixed(4) })),
       el("div", { class: "muted", text: `${clock(h.start_s)}–${clock(h.end_s)}` }),
       h.text ? el("div", { class: "text", text: h.text }) : null));
