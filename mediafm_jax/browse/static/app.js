@@ -22,6 +22,11 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+function fill(node, ...children) {
+  // replaceChildren, skipping null/false children (optional parts of a view)
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 async function api(path) {
   const response = await fetch(path);
   const body = await response.json().catch(() => ({}));
@@ -39,7 +44,7 @@ function clock(t) {
 }
 
 function showError(err) {
-  view.replaceChildren(el("p", { class: "error", text: String(err.message || err) }));
+  fill(view, el("p", { class: "error", text: String(err.message || err) }));
 }
 
 function setActive(name) {
@@ -90,7 +95,7 @@ async function showCatalog(params) {
           ` ${Math.round(100 * t.coverage[m])}%`)),
     ));
   const go = (p) => { location.hash = `#/?q=${encodeURIComponent(q)}&page=${p}`; };
-  view.replaceChildren(
+  fill(view,
     el("h1", { text: "Catalog" }),
     el("div", { class: "toolbar" }, filter,
       el("span", { class: "muted", text: `${data.total} of ${info.titles} titles, ${info.shots} shots` })),
@@ -144,7 +149,7 @@ function renderTitle(t) {
   const player = t.video
     ? el("video", { id: "player", controls: true, preload: "metadata", src: `/media/video/${t.index}` })
     : el("p", { class: "note", id: "video-note", text: `No playback: ${t.video_note}` });
-  view.replaceChildren(
+  fill(view,
     el("h1", { id: "title-id", text: t.title_id }),
     el("p", { class: "muted",
       text: `${t.split || "no split"} · ${t.shots} shots · ${clock(t.duration_s)} · ${coverage}` }),
@@ -162,7 +167,11 @@ function playShot(s) {
   const start = s.start_s ?? 0;
   const end = s.end_s;
   video.ontimeupdate = () => {
-    if (end !== null && video.currentTime >= end) { video.pause(); video.ontimeupdate = null; }
+    if (end !== null && video.currentTime >= end) {
+      video.ontimeupdate = null;
+      video.pause();
+      video.currentTime = Math.max(start, end - 0.05); // the shot's last frame, not the next shot's first
+    }
   };
   video.currentTime = start;
   video.play().catch(() => {}); // a browser may refuse autoplay; the seek still shows the shot
@@ -176,7 +185,7 @@ function selectShot(shot, scroll) {
   for (const node of document.querySelectorAll("[data-shot]")) {
     node.classList.toggle("selected", Number(node.dataset.shot) === shot);
   }
-  document.getElementById("now").replaceChildren(
+  fill(document.getElementById("now"),
     el("h2", { text: `Shot ${shot}` }),
     el("p", { text: `${clock(s.start_s)}–${clock(s.end_s)}` }),
     s.text ? el("p", { class: "text", text: `“${s.text}”` }) : el("p", { class: "muted", text: "no text" }),
@@ -212,14 +221,14 @@ async function showNeighbours() {
         onchange: (e) => { neighbourSettings.exclude = e.target.checked; rerun(); } }),
       " exclude this title"),
     methods.includes("context") ? null : el("span", { class: "muted", text: "(in context needs --emb)" }));
-  section.replaceChildren(el("h2", { text: `Neighbours of shot ${shot}` }), controls,
+  fill(section, el("h2", { text: `Neighbours of shot ${shot}` }), controls,
     el("p", { class: "muted", text: "searching…" }));
   let data;
   try {
     data = await api(`/api/neighbours?title=${t.index}&shot=${shot}&k=${neighbourSettings.k}` +
       `&method=${neighbourSettings.method}&exclude_title=${neighbourSettings.exclude}`);
   } catch (err) {
-    section.replaceChildren(section.firstChild, controls, el("p", { class: "error", text: err.message }));
+    fill(section, section.firstChild, controls, el("p", { class: "error", text: err.message }));
     return;
   }
   if (titleState?.data !== t || titleState.selected !== shot) return; // a newer click won
@@ -235,7 +244,7 @@ async function showNeighbours() {
         el("span", { class: "score", text: h.score.toFixed(4) })),
       el("div", { class: "muted", text: `${clock(h.start_s)}–${clock(h.end_s)}` }),
       h.text ? el("div", { class: "text", text: h.text }) : null));
-  section.replaceChildren(section.firstChild, controls,
+  fill(section, section.firstChild, controls,
     el("p", { class: "muted", text: `${data.method} vectors, ${data.engine} search over ${info.shots} shots` }),
     el("div", { class: "hits", id: "hits" }, hits));
 }
@@ -258,22 +267,22 @@ async function showSay(params) {
     location.hash = `#/say?q=${encodeURIComponent(box.value)}`;
   } }, box, el("button", { type: "submit", id: "say-go" }, "Find"));
   const results = el("div", { id: "say-results" });
-  view.replaceChildren(el("h1", { text: "Say it" }),
+  fill(view, el("h1", { text: "Say it" }),
     el("p", { class: "muted", text: "Finds shots by what is said in them (subtitles or speech)." }),
     info.say ? el("p", { class: "note", text: `Not available: ${info.say}` }) : form, results);
   if (info.say) return;
   box.focus();
   if (!q.trim()) return;
-  results.replaceChildren(el("p", { class: "muted", text: "searching… (the text encoder loads on the first query)" }));
+  fill(results, el("p", { class: "muted", text: "searching… (the text encoder loads on the first query)" }));
   let data;
   try {
     data = await api(`/api/say?q=${encodeURIComponent(q)}&k=10`);
   } catch (err) {
-    results.replaceChildren(el("p", { class: "error", text: err.message }));
+    fill(results, el("p", { class: "error", text: err.message }));
     results.dataset.phrase = q;
     return;
   }
-  results.replaceChildren(
+  fill(results,
     el("p", { class: "muted", text: `${data.hits.length} shots, ${data.encoder}${data.note ? " (" + data.note + ")" : ""}` }),
     ...data.hits.map((h) => el("div", { class: "say-hit", "data-title": h.title, "data-shot": h.shot },
       picture(h.title, h.shot, h.thumb, null, ""),
@@ -315,13 +324,33 @@ async function showReport() {
           ci ? el("span", { class: "muted", text: ` (${ci[0].toFixed(3)}–${ci[1].toFixed(3)})` }) : null);
       }));
   });
-  view.replaceChildren(el("h1", { text: "Report" }),
+  fill(view, el("h1", { text: "Report" }),
     el("table", { id: "report-table" },
       el("thead", {}, el("tr", {}, el("th", { text: "task" }), el("th", { text: "metric" }),
         methods.map((m) => el("th", { class: "num", text: m })))),
       el("tbody", {}, rows)),
     el("p", { class: "muted", text: "Bold: best per task. In brackets: 95% interval over resampled test titles." }),
-    data.plot ? el("img", { class: "plot", src: "/media/report.png", alt: "report plot" }) : null);
+    ...[data.plot ? el("img", { class: "plot", src: "/media/report.png", alt: "report plot" }) : null,
+      ...["concat", "title_mean"].map((reference) => paired(tasks, reference))].filter(Boolean));
+}
+
+function paired(tasks, reference) {
+  const rows = [];
+  for (const [name, task] of tasks) {
+    for (const [method, d] of Object.entries(task[`vs_${reference}`] || {})) {
+      const sign = (x) => (x >= 0 ? "+" : "") + x.toFixed(3);
+      rows.push(el("tr", {}, el("td", { text: name }), el("td", { text: method }),
+        el("td", { class: "num", text: sign(d.delta) }),
+        el("td", { class: "num", text: `${sign(d.ci95[0])} to ${sign(d.ci95[1])}` })));
+    }
+  }
+  if (!rows.length) return null;
+  return el("div", {},
+    el("h2", { text: `Paired differences from ${reference}` }),
+    el("table", { class: "paired", id: `paired-${reference}` },
+      el("thead", {}, el("tr", {}, el("th", { text: "task" }), el("th", { text: "method" }),
+        el("th", { class: "num", text: `minus ${reference}` }), el("th", { class: "num", text: "95% interval" }))),
+      el("tbody", {}, rows)));
 }
 
 // -- router --------------------------------------------------------------------------------
