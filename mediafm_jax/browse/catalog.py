@@ -24,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
+from mediafm_jax import fusion
 from mediafm_jax import search as search_lib
+from mediafm_jax.data import source
+from mediafm_jax.data.embeddings import EmbeddingStore
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import SearchError, UsageError
 
@@ -65,14 +68,12 @@ class Catalog:
         src: str | None = None,
         report: str | None = None,
     ) -> None:
-        from mediafm_jax.embed import EmbeddingStore
-
         self.notes: list[str] = []  # what is missing, said once at start-up
         self.store = ShotStore(store)
         self.emb = None
         if emb is not None:
             self.emb = EmbeddingStore(emb)
-            search_lib.check_aligned(self.emb, self.store)
+            self.emb.check_aligned(self.store)
         else:
             self.notes.append("no --emb: neighbours use the fused input vectors (concat) only")
         self.src = self._source(src)
@@ -197,7 +198,7 @@ class Catalog:
         if self.src is None:
             return None, "no source folder"
         name = f"{self.store.title_ids[title]}.json"
-        path = named_file(self.src, "text", name)
+        path = named_file(self.src, source.TEXT, name)
         if path is None:
             return None, f"no text/{name} in {self.src}"
         try:
@@ -254,7 +255,7 @@ class Catalog:
         if stop == first:
             return []
         modalities = [(m.start, m.stop) for m in self.store.modalities]
-        x_nf = search_lib.fuse_rows(self.store.read_rows(first, stop), modalities)
+        x_nf = fusion.fuse(self.store.read_rows(first, stop), modalities)
         x_nf -= x_nf.mean(0)
         basis_fk = np.random.default_rng(0).standard_normal((x_nf.shape[1], 3), np.float32)
         for _ in range(8):
@@ -272,8 +273,8 @@ class Catalog:
             return None
         if not 0 <= shot < self.store.title_length(title):
             return None
-        for name in (f"{shot:05d}.jpg", f"{shot}.jpg"):  # extract's name, else sheet.py's
-            path = named_file(self.src / "thumbs", self.store.title_ids[title], name)
+        for name in (source.thumb_name(shot), f"{shot}.jpg"):  # as source.find_thumb looks
+            path = named_file(self.src / source.THUMBS, self.store.title_ids[title], name)
             if path is not None:
                 return path
         return None
@@ -284,7 +285,7 @@ class Catalog:
         length = self.store.title_length(title)
         if self.src is None:
             return [False] * length
-        root = self.src / "thumbs"
+        root = self.src / source.THUMBS
         folder = root / self.store.title_ids[title]
         if folder.parent != root or os.path.realpath(folder) != str(folder):
             return [False] * length
@@ -293,7 +294,7 @@ class Catalog:
                 names = {e.name for e in entries if e.is_file(follow_symlinks=False)}
         except OSError:
             return [False] * length
-        return [f"{i:05d}.jpg" in names or f"{i}.jpg" in names for i in range(length)]
+        return [source.thumb_name(i) in names or f"{i}.jpg" in names for i in range(length)]
 
     def video_state(self, title: int) -> tuple[Path | None, str]:
         """(the title's source video, "") while it is where and as ``extract.json`` says;
