@@ -23,7 +23,9 @@ import pytest
 
 av = pytest.importorskip("av", reason="needs the [extract] extra")
 
-from mediafm_jax import cli, embed, search  # noqa: E402
+from faults import assert_one_line_error, tree_hashes  # noqa: E402
+
+from mediafm_jax import embed, search  # noqa: E402
 from mediafm_jax.browse import BrowseServer, Catalog  # noqa: E402
 from mediafm_jax.data import ingest  # noqa: E402
 from mediafm_jax.extract import extract, media  # noqa: E402
@@ -109,9 +111,13 @@ def _start(catalog: Catalog) -> BrowseServer:
 
 @pytest.fixture(scope="module")
 def video_app(video_catalog, report_dir):
+    """The app over the video catalog; when the module is done, every file of the store,
+    the source (thumbnails, text, extract.json), the videos and the report is unchanged."""
+    before = tree_hashes(video_catalog), tree_hashes(report_dir)
     server = _start(Catalog(str(video_catalog / "store"), report=str(report_dir)))
     yield server
     server.stop()
+    assert (tree_hashes(video_catalog), tree_hashes(report_dir)) == before, "browse wrote"
 
 
 @pytest.fixture(scope="module")
@@ -383,31 +389,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_bad_inputs_are_one_line_at_start_up(video_catalog, tiny_store, emb, tmp_path, capsys):
-    store = str(video_catalog / "store")
-    damaged = tmp_path / "damaged"
-    shutil.copytree(store, damaged)
-    manifest = damaged / "manifest.json"
+BAD_STARTS = {  # case: (arguments after --store, what the line names)
+    "missing store": (["{tmp}/nope"], "not a complete shot store"),
+    "damaged store": (["{tmp}/damaged"], "manifest"),
+    "embeddings of another store": (["{store}", "--emb", "{emb}"], "not aligned"),
+    "not an embedding store": (["{store}", "--emb", "{store}"], "not a complete embedding store"),
+    "report folder without report.json": (["{store}", "--report", "{tmp}"], "report.json"),
+    "src not a folder": (["{store}", "--src", "{store}/manifest.json"], "is not a folder"),
+    "port in use": (["{store}", "--port", "{busy}"], "cannot listen there"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_STARTS)
+def test_bad_inputs_are_one_line_at_start_up(case, video_catalog, emb, tmp_path, capsys):
+    """One line naming the input, exit code 2, nothing touched, before any server."""
+    store = video_catalog / "store"
+    shutil.copytree(store, tmp_path / "damaged")
+    manifest = tmp_path / "damaged" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"shots"', '"shotz"', 1))
-    busy = socket.socket()
-    busy.bind(("127.0.0.1", 0))
-    busy.listen(1)
-    cases = {
-        "missing store": ["--store", str(tmp_path / "nope")],
-        "damaged store": ["--store", str(damaged)],
-        "embeddings of another store": ["--store", store, "--emb", emb.root],
-        "not an embedding store": ["--store", store, "--emb", store],
-        "no report": ["--store", store, "--report", str(tmp_path)],
-        "src not a folder": ["--store", store, "--src", str(manifest)],
-        "port in use": ["--store", store, "--port", str(busy.getsockname()[1])],
-    }
-    try:
-        for name, args in cases.items():
-            assert cli.main(["browse", *args]) == 2, name
-            err = capsys.readouterr().err.strip()
-            assert err.startswith("mediafm browse: error: ") and "\n" not in err, (name, err)
-    finally:
-        busy.close()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        names = {"tmp": tmp_path, "store": store, "emb": emb.root, "busy": busy.getsockname()[1]}
+        args, needle = BAD_STARTS[case]
+        argv = ["browse", "--store", *(a.format(**names) for a in args)]
+        line = assert_one_line_error(argv, capsys, video_catalog, needle)
+    assert line.startswith("mediafm browse: error: ")
 
 
 def test_the_command_serves_until_stopped(video_catalog):
