@@ -25,7 +25,7 @@ from mediafm_jax.browse.catalog import PAGE_SIZE, Catalog
 from mediafm_jax.errors import UsageError, UserError
 
 STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
-LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
+LOOPBACK_NAMES = ["127.0.0.1", "localhost"]
 
 
 def _static(name: str) -> bytes:
@@ -141,7 +141,9 @@ class BrowseServer:
         self.host, self.port = host, self.socket.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
-        allowed = None if is_loopback(host) else ["*"]
+        # Starlette compares the Host header up to its first ':', which an IPv6 literal
+        # cannot pass: the rebinding guard covers IPv4 loopback and localhost
+        allowed = None if is_loopback(host) and ":" not in host else ["*"]
         config = uvicorn.Config(
             create_app(catalog, allowed), log_level="warning", access_log=False, lifespan="off"
         )
