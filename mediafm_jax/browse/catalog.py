@@ -100,11 +100,13 @@ class Catalog:
         return None
 
     def _extract_manifest(self) -> dict[str, Any] | None:
-        if self.src is None or not (self.src / "extract.json").is_file():
+        if self.src is None:
             return None
-        from mediafm_jax.extract.runner import load_manifest
+        from mediafm_jax.extract import runner
 
-        return load_manifest(self.src)  # damaged: one-line ExtractError
+        if not (self.src / runner.MANIFEST).is_file():
+            return None
+        return runner.load_manifest(self.src)  # damaged: one-line ExtractError
 
     def _report(self, report: str | None) -> dict[str, Any] | None:
         if report is None:
