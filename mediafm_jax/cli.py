@@ -275,6 +275,25 @@ def _cmd_search(args: argparse.Namespace) -> None:
         print(f"sheet: {os.path.abspath(args.sheet)} ({note})", file=sys.stderr)
 
 
+def _cmd_browse(args: argparse.Namespace) -> int:
+    from mediafm_jax.browse import BrowseServer, Catalog
+    from mediafm_jax.browse.app import is_loopback
+
+    catalog = Catalog(args.store, args.emb, args.src, args.report)
+    server = BrowseServer(catalog, args.host, args.port)
+    for note in catalog.notes:
+        print(f"browse: {note}", file=sys.stderr)
+    if not is_loopback(args.host):
+        print(
+            f"browse: listening on {args.host}: anyone who can reach this machine can see "
+            "the catalog",
+            file=sys.stderr,
+        )
+    print(f"browse: {server.url}  (Ctrl-C to stop)", flush=True)
+    server.run()
+    return 0
+
+
 def _cmd_plan(args: argparse.Namespace) -> None:
     from mediafm_jax import config as config_lib
     from mediafm_jax import plan
@@ -450,6 +469,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="let --sheet replace any file")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("browse", help="a local web page over a catalog (read-only)")
+    p.add_argument("--store", required=True, help="the shot store")
+    p.add_argument("--emb", help="embedding store (`mediafm embed`) for in-context neighbours")
+    p.add_argument("--src", help="ingest source with thumbs/, text/ (default: the store's source)")
+    p.add_argument("--report", help="a probe report folder (`mediafm probe --out`)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s; 0: any free port")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default %(default)s: this machine only)",
+    )
+    p.set_defaults(func=_cmd_browse)
 
     p = sub.add_parser("plan", help="parameters, FLOPs, memory and input bandwidth on a target")
     p.add_argument("--config", required=True)

@@ -54,6 +54,7 @@ def run_video_demo(out: str | Path) -> Path:
 
     sheet = title_sheet(out / "source", "bikes_beckett", out / "contact_sheet.png")
     print(f"\ndone in {time.perf_counter() - started:.0f}s; contact sheet: {sheet}")
+    print(f"look at it in a browser: mediafm browse --store {out / 'store'}")
     return sheet
 
 

@@ -244,11 +244,13 @@ class FaissIndex:
         return cls(index, n)
 
     @classmethod
-    def cached(cls, vectors_nd: np.ndarray, path: Path, key: dict[str, Any]) -> FaissIndex:
+    def cached(
+        cls, vectors_nd: np.ndarray, path: Path, key: dict[str, Any], write: bool = True
+    ) -> FaissIndex:
         """The index saved at ``path`` when its key file (``path.json``: what it was built
         from, the vectors' digest included) matches and the file hashes to the digest the
-        key records; else built (saying why an old one was not used) and saved there
-        atomically, key file last."""
+        key records; else built (saying why an old one was not used) and, with ``write``,
+        saved there atomically, key file last."""
         import faiss
 
         key = {**key, "rows": len(vectors_nd), "dim": int(vectors_nd.shape[1]),
@@ -260,14 +262,17 @@ class FaissIndex:
             index, reason = cls._load(path, meta, key)
             if index is not None:
                 return cls(index, len(vectors_nd))
+        where = f"into {path}" if write else f"in memory (none written to {path})"
         if reason is not None:
-            print(f"search: {path}: {reason}; rebuilding the index", file=sys.stderr)
+            print(f"search: {path}: {reason}; rebuilding the index {where}", file=sys.stderr)
         else:
             print(
-                f"search: building an IVF index of {len(vectors_nd)} shots into {path}",
+                f"search: building an IVF index of {len(vectors_nd)} shots {where}",
                 file=sys.stderr,
             )
         built = cls.build(vectors_nd)
+        if not write:
+            return built
         path.parent.mkdir(parents=True, exist_ok=True)
 
         def save(temp: Path) -> None:
@@ -347,10 +352,12 @@ def build_index(
     backend: str = "auto",
     cache: Path | None = None,
     cache_key: dict[str, Any] | None = None,
+    write_cache: bool = True,
 ) -> ExactIndex | FaissIndex:
     """The engine for ``vectors_nd``: exact below ``INDEX_MIN_ROWS`` (or when asked), else
-    a faiss IVF index (kept at ``cache`` when given, so it is built once); when faiss is
-    missing, exact search with a one-line note on stderr."""
+    a faiss IVF index (kept at ``cache`` when given, so it is built once; with
+    ``write_cache`` off a cached one is used but none written); when faiss is missing,
+    exact search with a one-line note on stderr."""
     if backend not in BACKENDS:
         raise SearchError(f"backend {backend!r}: expected one of {BACKENDS}")
     if backend == "exact" or (backend == "auto" and len(vectors_nd) < INDEX_MIN_ROWS):
@@ -367,7 +374,7 @@ def build_index(
         )
         return ExactIndex(vectors_nd)
     if cache is not None:
-        return FaissIndex.cached(vectors_nd, cache, cache_key or {})
+        return FaissIndex.cached(vectors_nd, cache, cache_key or {}, write_cache)
     return FaissIndex.build(vectors_nd)
 
 
@@ -433,6 +440,7 @@ class Searcher:
     ``index_cache``: keep a built index in ``EMB/search_index/`` (local ``emb`` only),
     reused while the vectors it was built from are unchanged; building one takes minutes
     at 1M shots, a query against it under a millisecond (the CLI turns this on).
+    ``index_cache="read"`` uses a cached index but never writes one (``mediafm browse``).
     """
 
     def __init__(
@@ -443,7 +451,7 @@ class Searcher:
         backend: str = "auto",
         embedder: ShotEmbedder | None = None,
         per_modality_norm: bool | None = None,
-        index_cache: bool = False,
+        index_cache: bool | str = False,
     ):
         if method not in METHODS:
             raise SearchError(f"method {method!r}: expected one of {METHODS}")
@@ -468,7 +476,9 @@ class Searcher:
             key = {"method": method, "store": self.store.manifest.get("checksums"),
                    "per_modality_norm": per_modality_norm,
                    "emb": made if method == "context" else None}  # fmt: skip
-        self.index = build_index(self.vectors_nd, backend, cache, key)
+        self.index = build_index(
+            self.vectors_nd, backend, cache, key, write_cache=index_cache != "read"
+        )
         self.times_s2 = self.store.shot_times()
 
     # -- queries ---------------------------------------------------------------------------
