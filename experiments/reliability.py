@@ -28,6 +28,7 @@ FAULT_LOG = "MEDIAFM_FAULT_LOG"  # tests/faults.py's; the tests folder is no pac
 FAULT_FILES = sorted(p.name for p in (ROOT / "tests").glob("test_faults_*.py")) + [
     "test_outputs.py",
     "test_config.py",
+    "test_browse.py",
 ]
 
 
