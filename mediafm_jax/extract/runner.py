@@ -228,6 +228,14 @@ def _any_ok(manifest: dict[str, Any]) -> bool:
     )
 
 
+def _undecodable_note(record: dict[str, Any]) -> str:
+    """'; skipped 1 undecodable audio packet' for a title with packets FFmpeg could not
+    decode (recorded per stream in extract.json), else ''."""
+    counts = record.get("undecodable_packets") or {}
+    said = [f"{n} {kind}" for kind, n in sorted(counts.items()) if n]
+    return f"; skipped undecodable packets: {', '.join(said)}" if said else ""
+
+
 def _complete(record: dict[str, Any] | None, out: Path, title_id: str) -> bool:
     """An earlier good extract of this title is on disk (what a failed redo must keep)."""
     return (
@@ -472,6 +480,7 @@ def _run(
             say(
                 f"ok     {title_id}: {record['shots']} shots, {record['duration_s']:.1f}s of video "
                 f"in {record['wall_s']:.1f}s ({speed:.1f}x real time), text: {record['text_source']}"
+                + _undecodable_note(record)
             )
         else:
             failed[title_id] = record["error"]
@@ -502,11 +511,19 @@ def _run(
             out, [{"title_id": t, "source": records[t]["path"]} for t in sorted(ok)]
         )
     summary = Summary(out, done, skipped, failed, time.perf_counter() - started, kept)
+    packets: dict[str, int] = {}  # undecodable packets skipped, per stream, in this run
+    for title_id in done:
+        for kind, n in (records[title_id].get("undecodable_packets") or {}).items():
+            packets[kind] = packets.get(kind, 0) + n
+    said = ", ".join(f"{n} {kind}" for kind, n in sorted(packets.items()) if n)
+    extracted = f"extracted {len(done)}" + (
+        f" (undecodable packets skipped: {said})" if said else ""
+    )
     notes = [f"{len(kept)} kept their earlier extract"] if kept else []
     notes += [f"{len(passed_over)} entries not readable as files"] if passed_over else []
     notes_text = f" ({'; '.join(notes)})" if notes else ""
     log(
-        f"extracted {len(done)}, skipped {len(skipped)} already done, "
+        f"{extracted}, skipped {len(skipped)} already done, "
         f"failed {len(failed)}{notes_text}; {len(ok)} titles in {out} ({summary.seconds:.1f}s)"
     )
     for title_id, error in failed.items():
