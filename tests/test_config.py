@@ -248,6 +248,5 @@ def test_config_arg_reaches_the_run(tmp_path, capsys):
 )
 def test_plan_refuses_impossible_targets(tmp_path, capsys, flag, value, named):
     """plan with 0 devices, an MFU outside (0, 1] or an empty catalog: one line"""
-
     argv = ["plan", "--config", "experiments/configs/tiny.py", flag, value]
     assert_one_line_error(argv, capsys, tmp_path, named)

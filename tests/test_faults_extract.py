@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import tree_hashes
+from faults import fault_held, tree_hashes
 
 pytest.importorskip("av", reason="needs the [extract] extra")
 
@@ -56,6 +56,7 @@ def test_a_failed_redo_keeps_the_earlier_good_title(tmp_path):
     assert summary.done == ["film"] and not summary.failed and not summary.kept
     record = json.loads((out / "extract.json").read_text())["videos"]["film"]
     assert "redo_failed" not in record
+    fault_held()
 
 
 ENCODER = ["--video-encoder", "test_extract:MeanColour", "--no-speech"]  # FAST, by flags
@@ -80,6 +81,7 @@ def test_odd_entries_in_the_input_folder_are_named_and_counted(tmp_path, capsys)
     assert "notes.txt" not in printed
     titles = [json.loads(x)["title_id"] for x in (out / "titles.jsonl").read_text().splitlines()]
     assert titles == ["bikes"]
+    fault_held()
 
 
 def _without_permission_override() -> list[str]:
@@ -129,6 +131,7 @@ def test_an_unreadable_folder_names_the_permission(tmp_path):
     assert part.returncode == 2, part.stderr
     assert f"skipped {folder / 'locked'}: cannot read the folder (Permission denied)" in part.stdout
     assert "extracted 1, skipped 0 already done, failed 1" in part.stdout
+    fault_held()
 
 
 def _avi_with_a_broken_packet(path: Path, stream: str | None, index: int = 0) -> None:
@@ -213,6 +216,7 @@ def test_undecodable_packets_are_skipped_counted_and_kept_in_time(tmp_path, caps
         after = slice(int((gap_s + 0.132) * 16_000), int((gap_s + 1.0) * 16_000))
         assert np.abs(damaged[after] - clean[after]).max() < 0.02 * np.abs(clean[after]).max()
         assert np.abs(damaged[int(gap_s * 16_000) + 64 : int(gap_s * 16_000) + 448]).max() == 0
+    fault_held()  # the documented recovery: extracted, counted, in time
 
 
 def test_wheel_media_from_the_wild_extract_cleanly(tmp_path):
