@@ -99,6 +99,15 @@ def make_plan(
     catalog_shots: int = 10_000_000,
     mfu: float = 0.45,
 ) -> Plan:
+    for flag, value, ok, want in (
+        ("--devices", devices, devices >= 1, "a count >= 1"),
+        ("--mfu", mfu, 0 < mfu <= 1, "a fraction in (0, 1]"),
+        ("--fused", fused, fused >= 1, "a dim >= 1"),
+        ("--title-dim", title, title >= 0, "a dim >= 0"),
+        ("--catalog-shots", catalog_shots, catalog_shots >= 1, "a count >= 1"),
+    ):
+        if not ok:  # a plan of 0 devices or -1 MFU is a traceback or nonsense numbers
+            raise ValueError(f"{flag} {value}: expected {want}")
     mesh = resolve_mesh_shape(config.mesh, devices)
     data, fsdp, tensor = mesh
     params, matmul, muon = count_params(config, fused, title)

@@ -233,3 +233,20 @@ def test_config_arg_reaches_the_run(tmp_path, capsys):
         [*argv, "--store", str(tmp_path / "nope"), "--workdir", str(tmp_path / "r")], capsys
     )
     assert code == 2 and "nope" in err[0] and "Input should" not in err[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "named"),
+    [
+        ("--devices", "0", "--devices 0: expected a count >= 1"),
+        ("--devices", "-2", "--devices -2"),
+        ("--mfu", "0", "--mfu 0.0: expected a fraction in (0, 1]"),
+        ("--mfu", "1.5", "--mfu 1.5"),
+        ("--fused", "0", "--fused 0"),
+        ("--catalog-shots", "-5", "--catalog-shots -5"),
+    ],
+)
+def test_plan_refuses_impossible_targets(tmp_path, capsys, flag, value, named):
+    """plan with 0 devices, an MFU outside (0, 1] or an empty catalog: one line"""
+    argv = ["plan", "--config", "experiments/configs/tiny.py", flag, value]
+    assert_one_line_error(argv, capsys, tmp_path, named)

@@ -156,6 +156,20 @@ def test_bad_ingest_input(tmp_path, capsys, case):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no store, no partial
 
 
+def test_a_title_absent_in_every_modality_is_named(tmp_path, capsys):
+    """A title whose every shot is zero in every modality: ingested with a warning naming it"""
+    src = _source(tmp_path, ("t0", "t1", "t2"))
+    zeros = {"video": np.zeros((5, 4), np.float32), "text": np.zeros((5, 3), np.float32)}
+    _rewrite_title(src, "t1", **zeros)
+    code, err = run_cli(["ingest", str(src), str(tmp_path / "store")], capsys)
+    assert code == 0 and len(err) == 1, err
+    assert "t1: absent in every modality in every shot" in err[0] and "t0" not in err[0], err
+    store = ShotStore(str(tmp_path / "store"))
+    assert store.present[store.offsets[1] : store.offsets[2]].sum() == 0
+    assert store.present[: store.offsets[1]].all()
+    fault_held()  # the documented outcome: kept, and named in one line
+
+
 def test_title_id_at_the_length_limit_is_accepted(tmp_path, capsys):
     long_id = "y" * 251  # 251 + len(".npz") = 255 bytes, the usual file-name limit
     src = _source(tmp_path, title_ids=("t0", long_id))

@@ -216,6 +216,7 @@ def test_overwrite_refuses_a_folder_holding_a_users_file(world, capsys, command)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "did not write" in err and path.name in err, err
     assert tree_digest(world) == before
+    fault_held()
     path.unlink()  # moved out: the same command replaces the folder
     assert run_cli(capsys, *argv)[0] == 0
 
@@ -241,6 +242,7 @@ def test_demo_rerun_refuses_a_users_file(world, capsys, where):
     code, err = run_cli(capsys, "demo", "--out", out)
     assert code == 2 and len(err.strip().splitlines()) == 1 and where in err, err
     assert tree_digest(world) == before
+    fault_held()
 
 
 def test_only_what_we_wrote_counts_as_ours(world):
@@ -280,6 +282,7 @@ def test_overwrite_of_an_output_from_before_file_lists(world, capsys):
     code, err = run_cli(capsys, *argv)
     assert code == 2 and "did not record its files" in err, err
     assert tree_digest(world) == before
+    fault_held()
 
 
 def _can_write(folder: Path) -> bool:
@@ -375,6 +378,7 @@ def test_an_unwritable_output_is_one_line_before_any_work(world, capsys, read_on
     assert f"cannot write in {locked}" in printed.err, printed.err
     assert printed.out == ""  # no results, no progress: nothing ran
     assert tree_digest(world) == before
+    fault_held()
 
 
 def test_a_read_only_run_is_refused_before_resuming(world, capsys, read_only):
@@ -385,3 +389,4 @@ def test_a_read_only_run_is_refused_before_resuming(world, capsys, read_only):
     code, err = run_cli(capsys, *argv, "--workdir", world / "run")
     assert code == 2 and f"cannot write in {world / 'run'}" in err, err
     assert tree_digest(world) == before
+    fault_held()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -50,6 +51,7 @@ class IngestSummary:
     shots: int
     bytes_written: int
     seconds: float
+    empty_titles: tuple[str, ...] = ()  # absent in every modality, in every shot
 
 
 def scan_source(src: Path) -> tuple[list[TitleHeader], list[store_lib.Modality], int]:
@@ -276,8 +278,11 @@ def ingest(
             disable=None if progress else True,
             unit_scale=True,
         )
+        empty = []
         for index, header in enumerate(headers):
             rows = _load_title(header, modalities, title_dim)
+            if not rows["present"].any():
+                empty.append(header.title_id)
             digest.update(rows["shots"].tobytes())
             writer.append(rows["shots"], rows["present"], rows["times"])
             title_embeddings[index] = rows["title_embedding"]
@@ -309,8 +314,16 @@ def ingest(
             store_lib.TITLE_MEAN: "mean fused shot (concat -> unit norm) over shots with content",
         }
         store_lib.write_manifest(target, manifest, progress=progress)
+    if empty:  # kept (the pipeline masks none of their shots), never silently
+        more = f", ... ({len(empty)} titles)" if len(empty) > 5 else ""
+        print(
+            f"ingest: warning: {', '.join(empty[:5])}{more}: absent in every modality in every "
+            "shot (all zeros); kept without shot content, drop them from titles.jsonl if unwanted",
+            file=sys.stderr,
+        )
     elapsed = time.perf_counter() - started
-    return IngestSummary(store, len(headers), num_shots, num_shots * num_features * 2, elapsed)
+    bytes_written = num_shots * num_features * 2
+    return IngestSummary(store, len(headers), num_shots, bytes_written, elapsed, tuple(empty))
 
 
 class _ShardWriter:

@@ -93,11 +93,17 @@ def probe(path: Path) -> VideoInfo:
         container.close()
 
 
-def stream_frames(path: Path, audio_spool: Path | None) -> Iterator[Frame]:
+def stream_frames(
+    path: Path, audio_spool: Path | None, undecodable: dict[str, int] | None = None
+) -> Iterator[Frame]:
     """Yields video frames in presentation order; appends the audio track to ``audio_spool``.
 
     The spool holds int16 mono samples at 16 kHz starting at time 0 (zeros pad an audio
-    track that starts late). A decode error mid-file is an ExtractError naming the time.
+    track that starts late, and stand in for an audio packet that does not decode). A
+    packet its decoder rejects is skipped, as FFmpeg's own tools do, and counted per
+    stream type in ``undecodable`` (with ``audio_s``, the audio seconds lost); the caller
+    decides whether enough decoded. A demux
+    error (the file itself unreadable there) is an ExtractError naming the time.
     """
     import av
 
@@ -110,20 +116,41 @@ def stream_frames(path: Path, audio_spool: Path | None) -> Iterator[Frame]:
     spool = open(audio_spool, "wb") if audio_spool is not None else None  # noqa: SIM115
     resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE) if audio else None
     written = 0
+    resync = False  # an audio packet was skipped: pad to the next decoded frame's time
     last_time = -1.0 / rate
     streams = [video] + ([audio] if audio is not None else [])
+    undecodable = undecodable if undecodable is not None else {}
     try:
         for packet in container.demux(*streams):
-            for decoded in packet.decode():
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:  # one damaged packet (the demux is fine): skip it
+                kind = packet.stream.type
+                undecodable[kind] = undecodable.get(kind, 0) + 1
+                resync = resync or kind == "audio"
+                continue
+            for decoded in frames:
                 if packet.stream.type == "video":
                     t = decoded.time - start if decoded.time is not None else last_time + 1 / rate
                     last_time = t
                     yield Frame(time_s=t, av_frame=decoded)
                 elif resampler is not None and spool is not None:
-                    if written == 0 and decoded.time is not None and decoded.time - start > 0:
-                        pad = int(round((decoded.time - start) * AUDIO_RATE))
-                        spool.write(np.zeros(pad, np.int16).tobytes())
-                        written += pad
+                    # silence where audio starts late or packets were skipped (a parser that
+                    # lost sync may drop more than one frame): later audio stays in time
+                    if resync:  # what the resampler holds first, so ``written`` is exact
+                        for out in resampler.resample(None):
+                            spool.write(out.to_ndarray().reshape(-1).tobytes())
+                            written += out.samples
+                        resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+                    if (written == 0 or resync) and decoded.time is not None:
+                        pad = int(round((decoded.time - start) * AUDIO_RATE)) - written
+                        if pad > 0:
+                            spool.write(np.zeros(pad, np.int16).tobytes())
+                            written += pad
+                            if resync:
+                                lost_s = undecodable.get("audio_s", 0.0) + pad / AUDIO_RATE
+                                undecodable["audio_s"] = round(lost_s, 3)
+                        resync = False
                     for out in resampler.resample(decoded):
                         samples = out.to_ndarray().reshape(-1)
                         spool.write(samples.tobytes())

@@ -12,12 +12,14 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import importlib.metadata
 import json
 import multiprocessing
 import os
 import shutil
 import signal
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -94,18 +96,26 @@ class Summary:
     kept: list[str] = dataclasses.field(default_factory=list)  # failed redo, earlier title kept
 
 
-def find_videos(inputs: list[Path]) -> list[Video]:
-    """Files as given, folders searched recursively for video suffixes; ids from file stems."""
+def find_videos(inputs: list[Path]) -> tuple[list[Video], dict[str, str]]:
+    """Files as given, folders searched recursively for video suffixes; ids from file stems.
+
+    Also returns what was passed over, with why: an entry with a video suffix that is no
+    regular file (a FIFO, a broken link, a link loop) and a folder that cannot be read.
+    The caller reports and counts them; an input folder that cannot be read is an error.
+    """
     paths: list[Path] = []
+    passed_over: dict[str, str] = {}
     for item in inputs:
         if item.is_dir():
-            paths += sorted(
-                p
-                for p in item.rglob("*")
-                if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not _hidden(p, item)
-            )
+            try:
+                os.listdir(item)
+            except OSError as err:
+                raise ExtractError(f"{item}: cannot read the folder ({err.strerror})") from None
+            paths += sorted(_walk_videos(item, passed_over))
         elif item.is_file():
             paths.append(item)
+        elif item.exists() or item.is_symlink():
+            raise ExtractError(f"{item}: {_not_a_file(item)}")
         else:
             raise ExtractError(f"{item}: no such file or folder")
     videos: dict[str, Video] = {}
@@ -120,12 +130,54 @@ def find_videos(inputs: list[Path]) -> list[Video]:
         stat = p.stat()
         videos[title_id] = Video(title_id, p, stat.st_size, stat.st_mtime_ns)
     if not videos:
-        raise ExtractError(f"no video files found in {', '.join(map(str, inputs))}")
-    return list(videos.values())
+        skipped = f" ({len(passed_over)} entries skipped: {_first(passed_over)})"
+        raise ExtractError(
+            f"no video files found in {', '.join(map(str, inputs))}"
+            + (skipped if passed_over else "")
+        )
+    return list(videos.values()), passed_over
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _first(passed_over: dict[str, str]) -> str:
+    path, why = next(iter(passed_over.items()))
+    return f"{path}: {why}"
+
+
+def _walk_videos(root: Path, passed_over: dict[str, str]) -> Iterator[Path]:
+    """Regular files with a video suffix under ``root``, hidden entries left out; links
+    to folders are not followed (as rglob)."""
+
+    def unreadable(err: OSError) -> None:
+        passed_over[str(err.filename)] = f"cannot read the folder ({err.strerror})"
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            path = Path(folder, name)
+            if name.startswith(".") or path.suffix.lower() not in VIDEO_SUFFIXES:
+                continue
+            why = _not_a_file(path)
+            if why is None:
+                yield path
+            else:
+                passed_over[str(path)] = why
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a video file, or None for a regular file."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else "vanished"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"cannot be read ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
+    kind = next((name for test, name in kinds.items() if test(mode)), "a device")
+    return f"{kind}, not a regular file"
 
 
 def check_out_dir(out: Path, inputs: list[Path]) -> None:
@@ -174,6 +226,14 @@ def _any_ok(manifest: dict[str, Any]) -> bool:
     return isinstance(videos, dict) and any(
         isinstance(r, dict) and r.get("status") == "ok" for r in videos.values()
     )
+
+
+def _undecodable_note(record: dict[str, Any]) -> str:
+    """'; skipped 1 undecodable audio packet' for a title with packets FFmpeg could not
+    decode (recorded per stream in extract.json), else ''."""
+    counts = record.get("undecodable_packets") or {}
+    said = [f"{n} {kind}" for kind, n in sorted(counts.items()) if n]
+    return f"; skipped undecodable packets: {', '.join(said)}" if said else ""
 
 
 def _complete(record: dict[str, Any] | None, out: Path, title_id: str) -> bool:
@@ -346,15 +406,17 @@ def extract(
     settings = settings or Settings()
     input_paths = [Path(p) for p in inputs]
     out = Path(out).resolve()
-    videos = find_videos(input_paths)
+    videos, passed_over = find_videos(input_paths)
     check_out_dir(out, input_paths)
+    for path, why in passed_over.items():  # said before any work, counted as failed
+        log(f"skipped {path}: {why}")
     records, todo, skipped = _plan(out, videos, settings)
     if dry_run:
         for v in videos:
             action = "extract" if v in todo else "skip"
             log(f"{action:<8} {v.title_id:<30} {v.path}")
         log(f"dry run: {len(todo)} to extract, {len(skipped)} already done, into {out}")
-        return Summary(out, [], skipped, {}, time.perf_counter() - started)
+        return Summary(out, [], skipped, dict(passed_over), time.perf_counter() - started)
 
     described = [
         encoders.resolve(kind, getattr(settings, f"{kind}_encoder")).describe()
@@ -365,7 +427,7 @@ def extract(
     outputs.claim_folder(out, "source", owns=LAYOUT, inputs=input_paths)
     with _locked(out), _sigterm_interrupts():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
-        return _run(out, settings, described, records, todo, skipped, log, started)
+        return _run(out, settings, described, records, todo, skipped, passed_over, log, started)
 
 
 def _run(
@@ -375,6 +437,7 @@ def _run(
     records: dict[str, Any],
     todo: list[Video],
     skipped: list[str],
+    passed_over: dict[str, str],
     log: Any,
     started: float,
 ) -> Summary:
@@ -390,7 +453,7 @@ def _run(
     }
     source.write_json(out / MANIFEST, manifest)
     done: list[str] = []
-    failed: dict[str, str] = {}
+    failed: dict[str, str] = dict(passed_over)  # FIFOs, broken links: failed inputs too
     kept: list[str] = []
 
     def finish(title_id: str, record: dict[str, Any] | None, overall: tqdm) -> None:
@@ -417,6 +480,7 @@ def _run(
             say(
                 f"ok     {title_id}: {record['shots']} shots, {record['duration_s']:.1f}s of video "
                 f"in {record['wall_s']:.1f}s ({speed:.1f}x real time), text: {record['text_source']}"
+                + _undecodable_note(record)
             )
         else:
             failed[title_id] = record["error"]
@@ -447,10 +511,20 @@ def _run(
             out, [{"title_id": t, "source": records[t]["path"]} for t in sorted(ok)]
         )
     summary = Summary(out, done, skipped, failed, time.perf_counter() - started, kept)
-    kept_note = f" ({len(kept)} kept their earlier extract)" if kept else ""
+    packets: dict[str, int] = {}  # undecodable packets skipped, per stream, in this run
+    for title_id in done:
+        for kind, n in (records[title_id].get("undecodable_packets") or {}).items():
+            packets[kind] = packets.get(kind, 0) + n
+    said = ", ".join(f"{n} {kind}" for kind, n in sorted(packets.items()) if n)
+    extracted = f"extracted {len(done)}" + (
+        f" (undecodable packets skipped: {said})" if said else ""
+    )
+    notes = [f"{len(kept)} kept their earlier extract"] if kept else []
+    notes += [f"{len(passed_over)} entries not readable as files"] if passed_over else []
+    notes_text = f" ({'; '.join(notes)})" if notes else ""
     log(
-        f"extracted {len(done)}, skipped {len(skipped)} already done, "
-        f"failed {len(failed)}{kept_note}; {len(ok)} titles in {out} ({summary.seconds:.1f}s)"
+        f"{extracted}, skipped {len(skipped)} already done, "
+        f"failed {len(failed)}{notes_text}; {len(ok)} titles in {out} ({summary.seconds:.1f}s)"
     )
     for title_id, error in failed.items():
         log(f"  failed: {title_id}: {error}")

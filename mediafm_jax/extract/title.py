@@ -131,7 +131,8 @@ def _extract_into(
     frames_seen = 0
     reported = 0.0
     t = time.perf_counter()
-    for frame in decode.stream_frames(path, spool if info.has_audio else None):
+    undecodable: dict[str, Any] = {"video": 0, "audio": 0}  # packets skipped, as FFmpeg's do
+    for frame in decode.stream_frames(path, spool if info.has_audio else None, undecodable):
         frames_seen += 1
         sampler.add(frame)
         t = timer.add("decode", t)
@@ -151,6 +152,8 @@ def _extract_into(
     if shot_start is None:
         raise ExtractError(f"{path}: no video frame could be decoded")
     _check_complete(path, info, last_time, spool)
+    _check_decoded(path, info, frames_seen, undecodable)
+    undecodable.pop("audio_s", None)
     for cut in detector.finish():
         if cut > shot_start:
             close_shot(shot_start, cut, sampler.split(cut))
@@ -196,7 +199,26 @@ def _extract_into(
         "shots_with_text": sum(1 for x in texts if x),
         "stage_s": {k: round(v, 3) for k, v in timer.seconds.items()},
         "model_load_s": round(sum(models.load_s.values()) - load_before, 3),
+        "undecodable_packets": undecodable,
     }
+
+
+def _check_decoded(path: Path, info: decode.VideoInfo, frames: int, skipped: dict) -> None:
+    """With packets skipped, what decoded must still cover the duration (within the
+    truncation slack): a few bad packets pass, a file that is mostly damage does not."""
+    if info.duration_s is None:
+        return
+    slack_s = max(TRUNCATED_SLACK_S, TRUNCATED_SLACK_FRACTION * info.duration_s)
+    if skipped["video"] and frames / info.fps < info.duration_s - slack_s:
+        raise ExtractError(
+            f"{path}: only {frames / info.fps:.1f}s of its {info.duration_s:.1f}s of video "
+            f"decode ({skipped['video']} packets undecodable; damaged file?)"
+        )
+    if skipped.get("audio_s", 0.0) > slack_s:
+        raise ExtractError(
+            f"{path}: {skipped['audio_s']:.1f}s of its audio do not decode "
+            f"({skipped['audio']} packets undecodable; damaged file?)"
+        )
 
 
 def _check_complete(path: Path, info: decode.VideoInfo, last_time: float, spool: Path) -> None:
