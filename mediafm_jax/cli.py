@@ -19,29 +19,33 @@ from mediafm_jax.errors import (
     NonFiniteLossError,
     UsageError,
     UserError,
+    validation_message,
 )
 from mediafm_jax.readouts import READOUTS
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
+    import pydantic
+
     from mediafm_jax.data import synthetic
 
     try:
         dims = [int(d) for d in args.dims.split(",")] if args.dims else [768, 768, 768, 768]
     except ValueError:
         dims = []
-    if len(dims) != 4 or min(dims) < 1:
+    if len(dims) != 4:
         raise UsageError(f"--dims {args.dims}: takes VIDEO,AUDIO,TEXT,TITLE, e.g. 128,128,128,128")
-    if args.titles < 1:
-        raise UsageError(f"--titles {args.titles}: expected a count >= 1")
-    config = synthetic.SynthConfig(
-        titles=args.titles,
-        seed=args.seed,
-        video_dim=dims[0],
-        audio_dim=dims[1],
-        text_dim=dims[2],
-        title_dim=dims[3],
-    )
+    try:
+        config = synthetic.SynthConfig(
+            titles=args.titles,
+            seed=args.seed,
+            video_dim=dims[0],
+            audio_dim=dims[1],
+            text_dim=dims[2],
+            title_dim=dims[3],
+        )
+    except pydantic.ValidationError as err:
+        raise UsageError(validation_message(err, "synth")) from None
     out = synthetic.write_catalog(args.out, config, overwrite=args.overwrite)
     print(f"wrote {config.titles} titles to {out}")
 

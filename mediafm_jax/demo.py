@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mediafm_jax import outputs
-from mediafm_jax.errors import ExtractError
+from mediafm_jax.errors import ExtractError, UsageError, validation_message
 
 # what the demos write beside their nested outputs (source, store, run, ... carry their own
 # markers): the marker lists it, so a user's file in the demo folder stops a rerun
@@ -98,11 +98,19 @@ def run_demo(out: str | Path, titles: int = 120, steps: int | None = None) -> di
 
 
 def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[str]) -> dict:
+    import pydantic
+
     from mediafm_jax import config as config_lib
     from mediafm_jax import embed, presets, probe, train
     from mediafm_jax.data import ingest, synthetic
     from mediafm_jax.data.store import ShotStore
 
+    try:  # before anything is written
+        synth_config = synthetic.SynthConfig(
+            titles=titles, video_dim=128, audio_dim=128, text_dim=128, title_dim=128
+        )
+    except pydantic.ValidationError as err:
+        raise UsageError(validation_message(err, "demo")) from None
     out = Path(out)
     _fresh_out(out)
     started = time.perf_counter()
@@ -112,9 +120,6 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
         print(f"\n[{number}/5] {text}  (t = {time.perf_counter() - started:.0f}s)", flush=True)
 
     stage(1, f"synth: {titles} synthetic titles with narrative structure")
-    synth_config = synthetic.SynthConfig(
-        titles=titles, video_dim=128, audio_dim=128, text_dim=128, title_dim=128
-    )
     synthetic.write_catalog(out / "source", synth_config)
 
     stage(2, "ingest: validate and write the TensorStore shot store")

@@ -83,7 +83,15 @@ def test_embed_of_a_missing_run_creates_nothing(tmp_path, capsys, tiny_store):
 @pytest.mark.parametrize("titles", ["-3", "0"])
 def test_synth_title_count_must_be_positive(tmp_path, capsys, titles):
     err = _refused(capsys, ["synth", tmp_path / "src", "--titles", titles], tmp_path)
-    assert f"--titles {titles}" in err and list(tmp_path.iterdir()) == []
+    assert (
+        f"synth: titles={titles}: Input should be greater than or equal to 1" in err
+        and list(tmp_path.iterdir()) == []
+    )
+
+
+def test_demo_title_count_must_be_positive(tmp_path, capsys):
+    err = _refused(capsys, ["demo", "--out", tmp_path / "demo", "--titles", "0"], tmp_path)
+    assert "demo: titles=0: Input should be greater than or equal to 1" in err
 
 
 def test_presets_are_valid_and_types_are_checked_for_python_configs():

@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field, ValidationInfo, field_validator
 from tqdm import tqdm
 
 from mediafm_jax import outputs
+from mediafm_jax.config import Count, NonNegative, Ratio, section
 from mediafm_jax.data import source
 
 NUM_GENRES = 11
@@ -35,18 +38,29 @@ NUM_AD_CATEGORIES = 20
 LATENT = 64
 
 
-@dataclasses.dataclass(frozen=True)
+@section
 class SynthConfig:
-    titles: int = 200
-    seed: int = 0
-    video_dim: int = 768
-    audio_dim: int = 768
-    text_dim: int = 768
-    title_dim: int = 768
-    min_shots: int = 100
-    max_shots: int = 1600
-    text_missing: float = 0.4
-    noise: float = 0.7  # per-dim std of each modality's view noise (x 1.2 / 1.5 / 1.0)
+    """Checked where it is built, like the training config (``config.section``)."""
+
+    titles: Count = 200
+    seed: NonNegative = 0
+    video_dim: Count = 768
+    audio_dim: Count = 768
+    text_dim: Count = 768
+    title_dim: Count = 768
+    min_shots: Count = 100
+    max_shots: Count = 1600
+    text_missing: Ratio = 0.4
+    # per-dim std of each modality's view noise (x 1.2 / 1.5 / 1.0)
+    noise: Annotated[float, Field(ge=0.0)] = 0.7
+
+    @field_validator("max_shots")
+    @classmethod
+    def _at_least_min(cls, most: int, info: ValidationInfo) -> int:
+        least = info.data.get("min_shots")
+        if least is not None and most < least:
+            raise ValueError(f"below min_shots={least}")
+        return most
 
 
 PROBE_TASKS = [
@@ -238,7 +252,7 @@ def _clips(title_id: str, story: dict, rng: np.random.Generator, split: str) -> 
 
 def write_catalog(
     out: str | Path,
-    config: SynthConfig = SynthConfig(),
+    config: SynthConfig | None = None,
     progress: bool = True,
     overwrite: bool = False,
 ) -> Path:
@@ -248,7 +262,7 @@ def write_catalog(
     an earlier catalog of ours and ``overwrite`` set.
     """
     with outputs.atomic_output(out, "source", overwrite=overwrite) as target:
-        _write_catalog(Path(target), config, progress)
+        _write_catalog(Path(target), config or SynthConfig(), progress)
     return Path(out)
 
 
