@@ -424,10 +424,30 @@ def extract(
     ]
     if settings.speech:
         described.append(speech.WhisperTinyEn.describe())
+    check_encoders(out, described)
     outputs.claim_folder(out, "source", owns=LAYOUT, inputs=input_paths)
     with _locked(out), _sigterm_interrupts():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
         return _run(out, settings, described, records, todo, skipped, passed_over, log, started)
+
+
+def check_encoders(out: Path, described: list[dict[str, Any]]) -> None:
+    """Refuses an encoder whose weights changed under the same name since titles were
+    written (a hub ``main`` that moved, a replaced local folder): they would not match."""
+    manifest = load_manifest(out)
+    if manifest is None or not _any_ok(manifest):
+        return
+    before = {e.get("kind"): e for e in manifest.get("encoders", []) if isinstance(e, dict)}
+    for now in described:
+        was = before.get(now["kind"])
+        if was is None or was.get("name") != now["name"]:
+            continue  # a new encoder name is a settings change, refused with the settings
+        for field in ("dim", "revision", "sha256"):
+            if was.get(field) != now.get(field):
+                raise ExtractError(
+                    f"{out}: its titles were embedded with {now['name']} at {field} "
+                    f"{was.get(field)}, which is now {now.get(field)}; write to a new OUT_SRC"
+                )
 
 
 def _run(
