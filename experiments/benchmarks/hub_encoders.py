@@ -105,6 +105,21 @@ def measure(specs: dict[str, str], shots: int, frames_per_shot: int, shot_s: flo
     return rows
 
 
+def print_rows(rows: dict) -> None:
+    print("| stage | device | rate | x real time |")
+    print("|---|---|---:|---:|")
+    video, audio = rows["video"], rows["audio"]
+    print(
+        f"| video (CLIP) | {video['device']} | {video['frames_per_s']:.1f} frames/s | "
+        f"{video['x_real_time']:.2f} |"
+    )
+    print(
+        f"| audio (wav2vec2) | {audio['device']} | {audio['audio_s_per_s']:.1f} audio s/s | "
+        f"{audio['x_real_time']:.2f} |"
+    )
+    print(f"| both | | | {rows['video+audio']['x_real_time']:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shots", type=int, default=64)
@@ -122,17 +137,7 @@ def main() -> None:
         f"{'tiny (smoke)' if args.smoke else 'CLIP ViT-B/32 + wav2vec2-base'}, random init, "
         f"{args.shots} shots of {args.shot_s} s, {args.frames_per_shot} frames each\n"
     )
-    print("| stage | device | rate | x real time |")
-    print("|---|---|---:|---:|")
-    print(
-        f"| video (CLIP) | {rows['video']['device']} | "
-        f"{rows['video']['frames_per_s']:.1f} frames/s | {rows['video']['x_real_time']:.2f} |"
-    )
-    print(
-        f"| audio (wav2vec2) | {rows['audio']['device']} | "
-        f"{rows['audio']['audio_s_per_s']:.1f} audio s/s | {rows['audio']['x_real_time']:.2f} |"
-    )
-    print(f"| both | | | {rows['video+audio']['x_real_time']:.2f} |")
+    print_rows(rows)
     rows["load_avg"] = load[0]
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
