@@ -409,3 +409,33 @@ def test_extract_through_the_endpoint_keeps_finished_videos(endpoint, tmp_path, 
     with np.load(out / "shots" / "a.npz") as data:
         np.testing.assert_allclose(data["text"][0], _unit(fake_vector("line a")), atol=1e-6)
         assert np.abs(data["text"][1:]).sum() == 0
+
+
+class ColourMeans(encoders.Encoder):
+    """A weightless video encoder: each shot's mean colour."""
+
+    kind, name, dim = "video", "colour_means_test", 3
+
+    def embed(self, shots):
+        return np.stack([s.reshape(-1, 3).mean(0) / 255 for s in shots])
+
+
+class OverlappedColourMeans(ColourMeans):
+    """The same, embedded in a thread while decoding goes on, in batches of 4 frames, as
+    a GPU encoder is (``overlap``, ``batch_frames``)."""
+
+    name, overlap, batch_frames = "overlapped_colour_means_test", True, 4
+
+
+def test_overlapped_embedding_gives_the_same_rows_in_order(tmp_path):
+    from mediafm_jax.extract import Settings, extract
+
+    rows = {}
+    for cls in (ColourMeans, OverlappedColourMeans):
+        out = tmp_path / cls.__name__
+        settings = Settings(video_encoder=f"{__name__}:{cls.__name__}", speech=False)
+        extract([media.bikes()], out, settings, log=lambda *_: None)
+        with np.load(out / "shots" / "bikes.npz") as data:
+            rows[cls] = data["video"]
+    assert rows[ColourMeans].shape == (6, 3)
+    np.testing.assert_array_equal(rows[OverlappedColourMeans], rows[ColourMeans])
