@@ -37,7 +37,7 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def snapshot(spec: str, model_id: str) -> tuple[Path, str | None]:
+def snapshot(where: str, model_id: str) -> tuple[Path, str | None]:
     """A local folder as is (no revision), or the hub snapshot of ``id[@revision]`` and its
     commit sha; a model absent from the cache while offline is one line saying how to fetch it."""
     if Path(model_id).expanduser().is_dir():
@@ -59,17 +59,17 @@ def snapshot(spec: str, model_id: str) -> tuple[Path, str | None]:
         )
     except HFValidationError:
         raise ExtractError(
-            f"{spec}: {model_id!r} is neither a folder nor a hub id (owner/name[@revision])"
+            f"{where}: {model_id!r} is neither a folder nor a hub id (owner/name[@revision])"
         ) from None
     except Exception as err:  # noqa: BLE001 - offline, missing, gated, unreachable: one line
-        where = cache_dir or "the hub cache (HF_HUB_CACHE)"
+        cache = cache_dir or "the hub cache (HF_HUB_CACHE)"
         how = (
             f"fetch it on a machine with internet (`hf download {repo}"
-            f"{f' --revision {revision}' if revision else ''}`) into {where}, "
+            f"{f' --revision {revision}' if revision else ''}`) into {cache}, "
             "or give a local folder"
         )
         reason = "not in" if _offline() else f"cannot be fetched ({type(err).__name__}) into"
-        raise ExtractError(f"{spec}: {repo} is {reason} {where}; {how}") from None
+        raise ExtractError(f"{where}: {repo} is {reason} {cache}; {how}") from None
     return folder, folder.name if len(folder.name) == 40 else None
 
 
@@ -168,7 +168,8 @@ class VisionTower(HubEncoder):
         if model_type.startswith("clip"):
             return transformers.CLIPVisionConfig.from_pretrained(cls.folder)
         raise ExtractError(
-            f"{cls.name}: {cls.folder / 'config.json'} is a {model_type!r} model, not CLIP or SigLIP"
+            f"--video-encoder {cls.name}: {cls.folder / 'config.json'} is a {model_type!r} "
+            "model, not CLIP or SigLIP"
         )
 
     @classmethod
@@ -400,9 +401,10 @@ def encoder_class(kind: str, spec: str) -> type[HubEncoder]:
         raise ExtractError(f"--{kind}-encoder {spec}: {family}: is a {FAMILIES[family]} encoder")
     if not model_id:
         raise ExtractError(f"--{kind}-encoder {spec}: name a model id or folder after {family}:")
-    folder, revision = snapshot(spec, model_id)
+    where = f"--{kind}-encoder {spec}"
+    folder, revision = snapshot(where, model_id)
     if not (folder / "config.json").is_file() and family != "st":
-        raise ExtractError(f"{spec}: {folder} has no config.json (not a transformers model)")
+        raise ExtractError(f"{where}: {folder} has no config.json (not a transformers model)")
     attrs = {"name": spec, "family": family, "model_id": model_id, "folder": folder}
     cls = type(
         f"{CLASSES[family].__name__}_{family}", (CLASSES[family],), attrs | {"revision": revision}
@@ -412,5 +414,5 @@ def encoder_class(kind: str, spec: str) -> type[HubEncoder]:
     except ExtractError:
         raise
     except (OSError, ValueError, KeyError) as err:
-        raise ExtractError(f"{spec}: cannot read the model in {folder} ({err})") from None
+        raise ExtractError(f"{where}: cannot read the model in {folder} ({err})") from None
     return cls
