@@ -19,6 +19,7 @@ must the videos.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -53,6 +54,17 @@ class TitleExtractor:
             _, record = self.runner._run_one(video, Path(out))
             records.append(json.dumps(record))
         return {"title_id": batch["title_id"], "record": np.array(records, dtype=object)}
+
+
+def _bound(settings: Any, threads: int) -> type[TitleExtractor]:
+    """TitleExtractor with its arguments in the class: constructor arguments would live in
+    the object store, where a restarted actor may no longer find them."""
+
+    class BoundTitleExtractor(TitleExtractor):
+        def __init__(self) -> None:
+            super().__init__(settings, threads)
+
+    return BoundTitleExtractor
 
 
 def connect(address: str) -> bool:
@@ -116,6 +128,7 @@ def run(
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # its lines would interleave ours
     try:
         context = DataContext.get_current()
         context.enable_progress_bars = False  # ours: one bar of videos, a line per title
@@ -132,8 +145,7 @@ def run(
             for v in todo
         ]
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-            TitleExtractor,
-            fn_constructor_kwargs={"settings": settings, "threads": threads},
+            _bound(settings, threads),
             batch_size=1,
             compute=ActorPoolStrategy(size=min(workers, len(rows))),
             num_cpus=1,
