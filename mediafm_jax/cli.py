@@ -508,7 +508,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="VIDEOS", help="video files or folders of them")
     p.add_argument("out", metavar="OUT_SRC")
-    p.add_argument("--workers", type=int, help="parallel processes")
+    p.add_argument(
+        "--workers", type=int, help="parallel processes; with --ray, the actor pool's size"
+    )
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run the videos as a Ray Data job on this cluster (no ADDRESS: $RAY_ADDRESS, "
+        "else a new one here); OUT_SRC and the videos on a filesystem every node sees",
+    )
     p.add_argument(
         "--shots",
         help="shot detector: adaptive (PySceneDetect), transnetv2 (~10 frames/s on a CPU) "

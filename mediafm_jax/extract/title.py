@@ -9,6 +9,7 @@ when the whole title is done, so a crash never leaves a half-written title.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import shutil
 import time
@@ -109,12 +110,26 @@ def _extract_into(
     video_rows: list[np.ndarray] = []
     spool = tmp / "audio.s16"
 
+    batch_frames = getattr(video_encoder, "batch_frames", EMBED_BATCH_FRAMES)
+    # A GPU encoder embeds in a thread while this one decodes on (torch releases the GIL).
+    overlap = getattr(video_encoder, "overlap", False)
+    embedder = concurrent.futures.ThreadPoolExecutor(1) if overlap else None
+
+    def embed(batch: list[np.ndarray]) -> np.ndarray:
+        t = time.perf_counter()
+        rows = _embed_video(video_encoder, batch)
+        timer.add("video", t)
+        return rows
+
     def flush() -> None:
         nonlocal pending
         if pending:
-            t = time.perf_counter()
-            video_rows.append(_embed_video(video_encoder, pending))
-            timer.add("video", t)
+            if embedder is None:
+                video_rows.append(embed(pending))
+            else:
+                if len(video_rows) >= 2 and isinstance(video_rows[-2], concurrent.futures.Future):
+                    video_rows[-2].result()  # two batches in flight at most: memory stays bounded
+                video_rows.append(embedder.submit(embed, pending))
             pending = []
 
     def close_shot(start: float, end: float, frames: list[tuple[float, np.ndarray]]) -> None:
@@ -123,7 +138,7 @@ def _extract_into(
         _write_thumb(thumb, picks, settings.thumb_width)
         bounds.append((start, end))
         pending.append(np.stack(picks) if picks else np.zeros((0, 1, 1, 3), np.uint8))
-        if sum(len(p) for p in pending) >= EMBED_BATCH_FRAMES:
+        if sum(len(p) for p in pending) >= batch_frames:
             flush()
 
     shot_start: float | None = None
@@ -163,6 +178,11 @@ def _extract_into(
         end = max(end, info.duration_s)
     close_shot(shot_start, end, sampler.kept)
     flush()
+    if embedder is not None:
+        video_rows = [
+            r.result() if isinstance(r, concurrent.futures.Future) else r for r in video_rows
+        ]
+        embedder.shutdown()
     starts_s = np.array([b[0] for b in bounds])
     ends_s = np.array([b[1] for b in bounds])
 
