@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,extract,ray]'
 	$(BIN)/pip install --quiet --no-deps $(NO_DEPS_WHEELS)
+	$(BIN)/python -m mediafm_jax.attention  # compile the fused CPU attention (g++) ahead of use
 	touch $(STAMP)
 
 install: $(STAMP)

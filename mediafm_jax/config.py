@@ -56,7 +56,8 @@ class ModelConfig:
     dropout: OpenRatio = 0.0
     compute_dtype: Dtype = "float32"  # "bfloat16" on GPU/TPU
     remat: bool = False
-    # None = XLA picks; "cudnn" for flash attention on GPU
+    # None = per platform: the fused kernel on the CPU (attention.py), the library's choice
+    # elsewhere; "xla" forces jax's XLA attention, "cudnn" flash attention on GPU
     attention_impl: Literal["xla", "cudnn"] | None = None
     # What [GLOBAL] sees: "title_embedding" (the given vector), "title_mean" (the title's
     # mean fused shot, computed at ingest) or "both" (concatenated). Issue 14.

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mediafm_jax import attention
 from mediafm_jax.config import ModelConfig
 
 NUM_SPECIAL = 2  # [CLS], [GLOBAL]
@@ -102,13 +103,8 @@ class Block(nnx.Module):
         n = self.config.num_heads
         split = lambda y: y.reshape(b, t, n, h // n)
         q_btnd, k_btnd, v_btnd = split(self.q(x_bth)), split(self.k(x_bth)), split(self.v(x_bth))
-        out_btnd = jax.nn.dot_product_attention(
-            q_btnd,
-            k_btnd,
-            v_btnd,
-            query_seq_lengths=lengths_b,
-            key_value_seq_lengths=lengths_b,
-            implementation=self.config.attention_impl,
+        out_btnd = attention.dot_product_attention(
+            q_btnd, k_btnd, v_btnd, lengths_b, implementation=self.config.attention_impl
         )
         return self.o(out_btnd.reshape(b, t, h))
 

@@ -123,3 +123,21 @@ def test_windows_benchmark_smoke():
     rows += [line.split("|") for line in run.stdout.splitlines() if line.startswith("| 32 |")]
     assert len(rows) == 2 and [r[2].strip() for r in rows] == ["4", "2"]  # same shots per step
     assert all(float(r[-2].replace(",", "")) > 0 for r in rows)  # step temp MB measured
+
+
+def test_vs_torch_says_how_quiet_it_was(monkeypatch):
+    # A table measured on a busy machine flatters us (PyTorch's OpenMP threads degrade more
+    # under load): the benchmark must say so, and refuse with --require-quiet.
+    sys.path.insert(0, str(BENCHMARKS))
+    import vs_torch
+
+    assert vs_torch.quietness([0.4, 1.9], cores=2).startswith("quiet: ")
+    assert "1.9" in vs_torch.quietness([0.4, 1.9], cores=2)
+    warning = vs_torch.quietness([0.4, 2.6, None], cores=2)
+    assert warning.startswith("WARNING") and "2.6" in warning
+    assert "not checked" in vs_torch.quietness([None], cores=2)
+    monkeypatch.setattr(vs_torch.os, "getloadavg", lambda: (99.0, 1.0, 1.0))
+    monkeypatch.setattr(sys, "argv", ["vs_torch.py", "--require-quiet", "--shapes", "small"])
+    with pytest.raises(SystemExit) as exit_info:
+        vs_torch.main()
+    assert exit_info.value.code == 2

@@ -3,6 +3,7 @@
     pip install -e '.[bench]'    # torch==2.13.0, the CPU wheel
     python experiments/benchmarks/vs_torch.py [--shapes small,base_cpu,demo] [--rounds 3]
         [--steps 5] [--impls jax,jax-plain,torch,torch-compile] [--embed] [--out DIR]
+        [--require-quiet]
 
 Why this shape of benchmark: timing PyTorch in a process where JAX's CPU thread pool is
 alive (or the other way round) swung the result by 5-20x between machines, and the
@@ -14,6 +15,9 @@ development CPU is shared with other jobs. So:
   implementation alike; the table shows the median over rounds and the min/max, and the
   ratio's min/max over *same-round* pairs;
 - every process reads the same batch from one ``.npz``;
+- the load average is printed before, at every round and after, with a warning when the
+  1-minute load went above the core count (``--require-quiet`` refuses to start then):
+  under load PyTorch's OpenMP threads degrade more than XLA's pool, which flatters us;
 - a matmul peak (fp32 2048^3, JAX and torch) is measured in every round; MFU = model FLOPs
   (6 N tokens + attention, forward + backward; optimizer not counted) / the round's
   median JAX peak.
@@ -320,6 +324,32 @@ def load_average() -> str:
         return "n/a"
 
 
+def busy_cores() -> float | None:
+    """The 1-minute load average (runnable processes), or None where the OS has none."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def quietness(loads: list[float | None], cores: int) -> str:
+    """One line: how busy the machine was; a warning when load exceeded the core count.
+
+    Above the core count the workers share cores with other jobs, and PyTorch's OpenMP
+    threads degrade more than XLA's pool under load, so the ratio is flattered.
+    """
+    seen = [x for x in loads if x is not None]
+    if not seen:
+        return "load average: unavailable on this OS; quietness was not checked"
+    worst = max(seen)
+    if worst > cores:
+        return (
+            f"WARNING: not a quiet machine: 1-min load average reached {worst:.1f} on {cores} "
+            "cores; ratios are unreliable (PyTorch degrades more under load), rerun when idle"
+        )
+    return f"quiet: 1-min load average at most {worst:.1f} on {cores} cores"
+
+
 def summarize(rounds: list[float]) -> tuple[float, float, float]:
     return float(np.median(rounds)), float(min(rounds)), float(max(rounds))
 
@@ -334,6 +364,11 @@ def main() -> None:
     parser.add_argument("--src", action="append", default=[], help="LABEL=PATH of a checkout")
     parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the jax workers")
     parser.add_argument("--out", default=None, help="write vs_torch.json here")
+    parser.add_argument(
+        "--require-quiet",
+        action="store_true",
+        help="refuse to start (exit 2) when the 1-min load average is above the core count",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--task", default="step", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
@@ -355,6 +390,16 @@ def main() -> None:
         if name not in SHAPES:
             parser.error(f"--shapes: unknown {name!r} (known: {sorted(SHAPES)})")
 
+    cores = os.cpu_count() or 1
+    start_load = busy_cores()
+    if args.require_quiet and start_load is not None and start_load > cores:
+        print(
+            f"vs_torch: refusing to start: 1-min load average {start_load:.1f} is above the "
+            f"{cores} cores (--require-quiet); wait for the machine to be idle",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
     def env_for(impl: str) -> dict[str, str]:
         label = impl.partition("@")[2]
         env = {}
@@ -372,6 +417,8 @@ def main() -> None:
     peaks: dict[str, list[float]] = {"jax": [], "torch": []}
     errors: list[str] = []
     loads = [load_average()]
+    busy = [start_load]
+    print(f"load average before: {loads[0]} (1, 5, 15 min) on {cores} cores", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         files = {}
         for name in shapes:
@@ -389,6 +436,7 @@ def main() -> None:
                     if "peak" in out:
                         peaks[framework].append(out["peak"])
                 loads.append(load_average())
+                busy.append(busy_cores())
                 continue
             name, task, impl = job
             out = run_worker(
@@ -408,15 +456,19 @@ def main() -> None:
                 print(out["error"], file=sys.stderr)
             else:
                 results[job].append(float(np.median(out["times"])))
-    report(args, shapes, impls, results, peaks, loads, errors)
+    loads.append(load_average())
+    busy.append(busy_cores())
+    report(args, shapes, impls, results, peaks, loads, errors, quietness(busy, cores))
 
 
-def report(args, shapes, impls, results, peaks, loads, errors) -> None:
+def report(args, shapes, impls, results, peaks, loads, errors, quiet: str) -> None:
     peak = float(np.median(peaks["jax"])) if peaks["jax"] else float("nan")
     print(
         f"\n{args.rounds} interleaved rounds x {args.steps} timed steps per process; "
-        f"{os.cpu_count()} CPUs; load average during the run: {' | '.join(loads)}"
+        f"{os.cpu_count()} CPUs; load average (1, 5, 15 min) before, at each round, after: "
+        f"{' | '.join(loads)}"
     )
+    print(quiet)
     if peaks["jax"]:
         lo, hi = min(peaks["jax"]), max(peaks["jax"])
         print(
@@ -477,7 +529,13 @@ def report(args, shapes, impls, results, peaks, loads, errors) -> None:
         print("ERROR", error)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        payload = {"peaks": peaks, "loads": loads, "rows": table, "errors": errors}
+        payload = {
+            "peaks": peaks,
+            "loads": loads,
+            "quiet": quiet,
+            "rows": table,
+            "errors": errors,
+        }
         (Path(args.out) / "vs_torch.json").write_text(json.dumps(payload, indent=1))
 
 
