@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mediafm_jax import cli
+from mediafm_jax import cli, readouts
 from mediafm_jax.data import ingest, synthetic
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.probe import baselines
@@ -117,3 +117,87 @@ def test_synth_structure_scenes_writes_a_catalog_the_probes_read(tmp_path):
     assert [t.name for t in tasks] == ["scene_boundary", "recurrence"]
     clips = load_clips(src / "clips.jsonl", tasks, ShotStore(store_path))
     assert clips["scene_boundary"].target.sum() > 0 and len(clips["recurrence"]) > 0
+
+
+def _change_reference(rows: np.ndarray, scales=readouts.CHANGE_SCALES) -> np.ndarray:
+    """The slow loop: per shot and k, after-minus-before means, then ``novelty_at`` (the
+    hand-made baseline's own function) at the cut before the shot and after it."""
+    n = len(rows)
+    out = []
+    for i in range(n):
+        parts = []
+        for j, k in enumerate(scales):
+            before, after = rows[max(0, i - k) : i], rows[i + 1 : i + 1 + k]
+            empty = len(before) == 0 or len(after) == 0
+            parts.append(np.zeros(rows.shape[1]) if empty else after.mean(0) - before.mean(0))
+            parts.append(baselines.novelty_at(rows, i, scales)[j : j + 1])
+            parts.append(baselines.novelty_at(rows, i + 1, scales)[j : j + 1])
+        out.append(np.concatenate(parts))
+    return np.stack(out)
+
+
+def _recurrence_reference(rows: np.ndarray, gap: int, tops) -> np.ndarray:
+    unit = _unit(rows.astype(np.float64))
+    out = np.zeros((len(rows), len(tops)))
+    for i in range(len(rows)):
+        far = np.abs(np.arange(len(rows)) - i) >= gap
+        sims = np.sort(unit[far] @ unit[i])[::-1]
+        for j, m in enumerate(tops):
+            out[i, j] = sims[:m].mean() if len(sims) else 0.0
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 40])
+def test_change_matches_the_slow_loop(n):
+    rows = np.random.default_rng(n).standard_normal((n, 6)).astype(np.float32)
+    got = readouts.change(rows)
+    assert got.shape == (n, len(readouts.CHANGE_SCALES) * (6 + 2))
+    np.testing.assert_allclose(got, _change_reference(rows), atol=1e-5)
+
+
+@pytest.mark.parametrize(("n", "chunk"), [(1, 4), (9, 4), (30, 7), (90, 1024)])
+def test_recurrence_matches_the_slow_loop(n, chunk):
+    rows = np.random.default_rng(n).standard_normal((n, 5)).astype(np.float32)
+    gap, tops = 4, (1, 3, 64)
+    got = readouts.recurrence(rows, gap, tops, chunk=chunk)
+    np.testing.assert_allclose(got, _recurrence_reference(rows, gap, tops), atol=1e-5)
+
+
+def test_recurrence_counts_how_often_content_returns():
+    """Shots of a thread seen in many scenes find more close shots far away."""
+    rng = np.random.default_rng(0)
+    threads = rng.standard_normal((3, 16))
+    scene_thread = np.array([0, 1, 0, 2, 0, 1, 0])  # thread 0: 4 scenes, 2: one
+    rows = np.repeat(threads[scene_thread], 30, axis=0) + 0.3 * rng.standard_normal((210, 16))
+    got = readouts.recurrence(rows)[:, readouts.RECUR_TOPS.index(64)]
+    per_scene = got.reshape(7, 30).mean(1)
+    assert per_scene[scene_thread == 0].min() > per_scene[scene_thread == 1].max()
+    assert per_scene[scene_thread == 1].min() > per_scene[scene_thread == 2].max()
+
+
+@pytest.mark.parametrize("layers", ["last+change+recur", "last+input+change+recur"])
+def test_structure_readouts_see_the_whole_stitched_title(tiny_run, tiny_store, layers):
+    """The parts are computed from the title's stitched rows (a title several windows
+    long), after the base readout; an isolated clip's parts see only the clip."""
+    import jax
+
+    from mediafm_jax import embed
+
+    store = ShotStore(tiny_store)
+    devices = jax.devices()[:1]
+    title = int(np.argmax([store.title_length(t) for t in range(store.num_titles)]))
+    base = embed.Embedder(tiny_run, layers=layers.split("+change")[0], devices=devices)
+    embedder = embed.Embedder(tiny_run, layers=layers, devices=devices)
+    assert store.title_length(title) > 2 * base.max_shots
+    assert embedder.shot_dim == readouts.width(layers, base.shot_dim)
+    own = base.embed_title(store, title).astype(np.float64)
+    rows = embedder.embed_title(store, title)
+    assert rows.shape == (store.title_length(title), embedder.shot_dim)
+    d, c = base.shot_dim, len(readouts.CHANGE_SCALES) * (base.shot_dim + 2)
+    np.testing.assert_allclose(rows[:, :d], own, atol=1e-6)
+    np.testing.assert_allclose(rows[:, d : d + c], _change_reference(own), atol=1e-4)
+    recur = _recurrence_reference(own, readouts.RECUR_GAP, readouts.RECUR_TOPS)
+    np.testing.assert_allclose(rows[:, d + c :], recur, atol=1e-4)
+    clip = base.embed_clips(store, [(title, 5, 37)])[0]
+    alone = embedder.embed_clips(store, [(title, 5, 37)])[0]
+    np.testing.assert_allclose(alone[:d], clip, atol=1e-5)

@@ -32,7 +32,7 @@ from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
 from mediafm_jax.probe.metrics import interval, title_bootstrap
 from mediafm_jax.probe.report import markdown_table, write_report
 from mediafm_jax.probe.tasks import Clips, ProbeInputError, load_clips, load_tasks
-from mediafm_jax.readouts import READOUTS
+from mediafm_jax.readouts import DEFAULT_CANDIDATES
 
 __all__ = ["run_probes", "choose_readout", "ProbeInputError", "markdown_table"]
 BASELINE = "concat"
@@ -134,7 +134,7 @@ def choose_readout(
     store: ShotStore,
     tasks_path: str | Path,
     clips_path: str | Path,
-    candidates: tuple[str, ...] = READOUTS,
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES,
     step: int | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Picks the readout with the best mean ``mediafm_context`` score on validation titles
