@@ -36,13 +36,13 @@ from mediafm_jax.readouts import DEFAULT_CANDIDATES
 
 __all__ = ["run_probes", "choose_readout", "ProbeInputError", "markdown_table"]
 BASELINE = "concat"
-HAND_MADE = "title_mean"  # the label-free context baseline (baselines.py)
+HAND_MADE = ("title_mean", "novelty")  # the label-free context baselines (baselines.py)
 
 
 def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict:
     """95% title-bootstrap intervals per method, and paired differences: every method
-    minus ``concat``, and the model's methods minus ``title_mean`` (the label-free context
-    they have to beat)."""
+    minus ``concat``, and the model's methods minus ``title_mean`` and minus ``novelty``
+    (the label-free context they have to beat)."""
     first = next(iter(scored.values()))
     per_draw = [
         [r.score_rows(rows, group) for r in scored.values()]
@@ -50,10 +50,8 @@ def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict
     ]
     values = dict(zip(scored, np.array(per_draw).T, strict=True))
     out: dict = {"ci95": {name: interval(v) for name, v in values.items()}}
-    for reference, of in (
-        (BASELINE, scored),
-        (HAND_MADE, [m for m in scored if m.startswith("mediafm_")]),
-    ):
+    model = [m for m in scored if m.startswith("mediafm_")]
+    for reference, of in ((BASELINE, scored), *((hand_made, model) for hand_made in HAND_MADE)):
         if reference in scored and any(name != reference for name in of):
             out["vs_" + reference] = {
                 name: {
