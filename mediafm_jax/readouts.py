@@ -15,7 +15,7 @@ parameter-free parts here after stitching, so a part sees the whole title.
   the shot and the cut after it (``probe.baselines.novelty_at`` on the states). Masked
   shot modeling teaches content; a linear probe cannot compute a distance from it;
 - ``+recur`` (issue 23): how often the shot's content comes back in the title: the mean
-  of its ``m`` highest cosine similarities to shots more than ``RECUR_GAP`` shots away,
+  of its ``m`` highest cosine similarities to shots at least ``RECUR_GAP`` shots away,
   for each m in ``RECUR_TOPS``.
 
 The parts are computed from the base readout (``last`` or ``last+input``) and follow it
