@@ -3,15 +3,19 @@
     python experiments/ablations.py --work runs/ablations --rows baseline,global_both \
         [--steps 600] [--out experiments/ablations] [--choose-readout ROW] [--trend ROW]
 
-The catalog is `mediafm demo`'s (synth: 120 titles, 128-d modalities, seed 0; demo preset).
+The catalog is `mediafm demo`'s (synth: 120 titles, 128-d modalities, seed 0; demo preset);
+``--catalog scenes`` (issue 23) takes synth's scenes family instead (same sizes; tasks
+``scene_boundary`` and ``recurrence``), e.g. ``--catalog scenes --work runs/ablations_scenes
+--out experiments/ablations/scenes --steps 300``.
 Each training row trains on the train titles only (re-using a finished run in
 ``WORK/runs/ROW``); every row is probed on the validation titles (``probe.run_probes(...,
 on="val")``: no test title is read), which is where switches and the readout are chosen,
 and once on the test titles, with the title-bootstrap interval and the paired difference
-from ``concat``; the label-free baselines ``title_mean`` and ``novelty`` come with every
-report. Results go to ``OUT/ROW.json``; ``OUT/README.md`` is the table, rebuilt from every
+from ``concat``, ``title_mean`` and ``novelty`` (the label-free baselines that come with
+every report). Results go to ``OUT/ROW.json``; ``OUT/README.md`` is the table, rebuilt from every
 JSON there (``--table-only`` rebuilds it without running anything). ``--choose-readout
-ROW`` picks that training row's readout on val among ``readouts.READOUTS``
+ROW`` picks that training row's readout on val among ``readouts.DEFAULT_CANDIDATES``
+(with ``--catalog scenes``: every readout of ``readouts.READOUTS``)
 (``probe.choose_readout``, as ``mediafm probe --choose-readout``) and records it in
 ``WORK/runs/ROW/readout.json``, so ``mediafm embed``/``probe`` use it by default.
 """
@@ -41,6 +45,12 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
     ),
     "global_both": (["model.global_input=both"], "last", "global_both"),
     "contrastive": (["objective.contrastive_weight=0.1"], "last+input+title", "contrastive"),
+    # issue 23: parameter-free readouts that see structure (readouts.py), on the baseline run
+    "readout_last_change": ([], "last+change", "baseline"),
+    "readout_last_input_change": ([], "last+input+change", "baseline"),
+    "readout_last_recur": ([], "last+recur", "baseline"),
+    "readout_last_change_recur": ([], "last+change+recur", "baseline"),
+    "readout_last_input_change_recur": ([], "last+input+change+recur", "baseline"),
 }
 WHAT = {
     "baseline": "all switches off (today's defaults)",
@@ -52,21 +62,39 @@ WHAT = {
     "global_title_mean": "[GLOBAL] = the title's mean fused shot (readout last+input+title)",
     "global_both": "[GLOBAL] = title embedding + title mean",
     "contrastive": "+ 0.1 x InfoNCE among the batch's targets (readout last+input+title)",
+    "readout_last_change": "readout: last beside after-minus-before means and state novelty",
+    "readout_last_input_change": "readout: last+input beside its change (k = 1, 4, 16)",
+    "readout_last_recur": "readout: last beside its top similarities 24+ shots away",
+    "readout_last_change_recur": "readout: last + change + recurrence",
+    "readout_last_input_change_recur": "readout: last+input + change + recurrence",
 }
-TASKS = ("ad_relevancy", "popularity", "tone", "genre", "retrieval")
 
 
-def prepare(work: Path) -> tuple[Path, str]:
-    """The demo catalog and its store (with the title summary), made once."""
+def scored_tasks(results: dict) -> list[str]:
+    """The tasks of a probe report that were scored (not skipped), in the report's order."""
+    return [t for t, r in results.items() if r.get("results")]
+
+
+CATALOGS = ("demo", "scenes")  # --catalog: synth's story family, or its scenes family
+
+
+def prepare(work: Path, catalog: str = "demo") -> tuple[Path, str]:
+    """The catalog and its store (with the title summary), made once."""
     from mediafm_jax.data import ingest, synthetic
     from mediafm_jax.data.store import ShotStore
 
     source, store = work / "source", work / "store"
     if not (source / "clips.jsonl").exists():
+        structure = "scenes" if catalog == "scenes" else "story"
         synthetic.write_catalog(
             source,
             synthetic.SynthConfig(
-                titles=120, video_dim=128, audio_dim=128, text_dim=128, title_dim=128
+                titles=120,
+                video_dim=128,
+                audio_dim=128,
+                text_dim=128,
+                title_dim=128,
+                structure=structure,
             ),
         )
     if not (store / "manifest.json").exists() or not ShotStore(str(store)).has_title_mean:
@@ -147,7 +175,7 @@ def trend(run: Path, readout: str, source: Path, store_path: str, work: Path, on
             overwrite=True,
             on="val",
         )
-        out[int(step)] = {t: val[t]["results"]["mediafm_context"] for t in TASKS}
+        out[int(step)] = {t: val[t]["results"]["mediafm_context"] for t in scored_tasks(val)}
         out[int(step)]["mean"] = val_mean(val)
         print(f"{run.name} step {step}: val {out[int(step)]}", flush=True)
     return out
@@ -155,19 +183,20 @@ def trend(run: Path, readout: str, source: Path, store_path: str, work: Path, on
 
 def val_mean(val: dict, method: str = "mediafm_context") -> float:
     """Mean validation score over the tasks: what a switch and a readout are chosen by."""
-    return float(np.mean([val[t]["results"][method] for t in TASKS if t in val]))
+    return float(np.mean([val[t]["results"][method] for t in scored_tasks(val)]))
 
 
 def table(out: Path) -> str:
     """The ablation table from every ``OUT/*.json``."""
     rows = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     order = [r for r in ROWS if r in rows] + [r for r in rows if r not in ROWS]
-    head = "| row | switch | val mean | " + " | ".join(TASKS) + " |"
-    lines = [head, "|---|---|---:|" + "---:|" * len(TASKS)]
+    tasks = scored_tasks(rows[order[0]]["test"]) if order else []
+    head = "| row | switch | val mean | " + " | ".join(tasks) + " |"
+    lines = [head, "|---|---|---:|" + "---:|" * len(tasks)]
     for name in order:
         row = rows[name]
         cells = []
-        for task in TASKS:
+        for task in tasks:
             t = row["test"][task]
             score = t["results"]["mediafm_context"]
             d = t["vs_concat"]["mediafm_context"]
@@ -182,10 +211,10 @@ def table(out: Path) -> str:
     if order:
         test = rows[order[0]]["test"]
         for method in ("concat", "title_mean", "novelty", "mediafm_isolated"):
-            if method not in test[TASKS[0]]["results"]:
+            if method not in test[tasks[0]]["results"]:
                 continue
             cells = []
-            for task in TASKS:
+            for task in tasks:
                 score = test[task]["results"][method]
                 if method == "concat":
                     cells.append(f"{score:.3f}")
@@ -198,20 +227,22 @@ def table(out: Path) -> str:
             if method == "mediafm_isolated":
                 note = f"clip alone ({order[0]})"
             lines.append(f"| {method} | {note} | | " + " | ".join(cells) + " |")
-    paired = [n for n in order if "vs_title_mean" in rows[n]["test"][TASKS[0]]]
-    if paired:
+    for reference in ("title_mean", "novelty"):
+        paired = [n for n in order if "vs_" + reference in rows[n]["test"][tasks[0]]]
+        if not paired:
+            continue
         lines += [
             "",
-            "Against hand-made context: `mediafm_context` minus `title_mean` on test titles, "
+            f"Against hand-made context: `mediafm_context` minus `{reference}` on test titles, "
             "paired (95% interval over the same resampled titles).",
             "",
-            "| row | " + " | ".join(TASKS) + " |",
-            "|---|" + "---:|" * len(TASKS),
+            "| row | " + " | ".join(tasks) + " |",
+            "|---|" + "---:|" * len(tasks),
         ]
         for name in paired:
             cells = []
-            for task in TASKS:
-                d = rows[name]["test"][task]["vs_title_mean"]["mediafm_context"]
+            for task in tasks:
+                d = rows[name]["test"][task]["vs_" + reference]["mediafm_context"]
                 cells.append(f"{d['delta']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -224,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", default="", help=f"comma-separated, of {list(ROWS)}")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--catalog",
+        choices=CATALOGS,
+        default="demo",
+        help="demo: the demo catalog; scenes: synth --structure scenes (use its own --work "
+        "and --out)",
+    )
     parser.add_argument("--choose-readout", metavar="ROW", default=None)
     parser.add_argument(
         "--trend", metavar="ROW", default=None, help="val scores at every checkpoint of ROW's run"
@@ -232,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
-        source, store = prepare(args.work)
+        source, store = prepare(args.work, args.catalog)
         for name in [r for r in args.rows.split(",") if r]:
             if name not in ROWS:
                 print(f"unknown row {name!r}; rows: {list(ROWS)}", file=sys.stderr)
@@ -243,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             val, test = evaluate(run, readout, source, store, args.work, name)
             record = {
                 "row": name,
+                "catalog": args.catalog,
                 "what": WHAT[name],
                 "overrides": overrides,
                 "readout": readout,
@@ -257,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.choose_readout:
         choose_readout(args)
     if args.trend:
-        source, store = prepare(args.work)
+        source, store = prepare(args.work, args.catalog)
         overrides, readout, run_name = ROWS[args.trend]
         only = [int(x) for x in args.trend_steps.split(",")] if args.trend_steps else None
         scores = trend(args.work / "runs" / run_name, readout, source, store, args.work, only)
@@ -267,11 +306,15 @@ def main(argv: list[str] | None = None) -> int:
             scores = {**json.loads(path.read_text()), **{str(k): v for k, v in scores.items()}}
         path.write_text(json.dumps(scores, indent=1) + "\n")
     text = table(args.out)
+    title, tasks = "Demo-catalog ablations (issue 14)", "the five tasks"
+    if args.catalog == "scenes":
+        title = "Scene-catalog ablations (issue 23: `mediafm synth --structure scenes`)"
+        tasks = "the tasks"
     (args.out / "README.md").write_text(
-        "# Demo-catalog ablations (issue 14)\n\n"
+        f"# {title}\n\n"
         "Written by `experiments/ablations.py`. Each cell: `mediafm_context` test score "
         "(its difference from `concat`; 95% paired interval over resampled test titles). "
-        "`val mean`: mean `mediafm_context` score over the five tasks on validation titles, "
+        f"`val mean`: mean `mediafm_context` score over {tasks} on validation titles, "
         "what switches are chosen by.\n\n" + text + "\n"
     )
     print(text)
@@ -282,14 +325,17 @@ def choose_readout(args: argparse.Namespace) -> None:
     """Records in ROW's run the readout with the best val mean (``probe.choose_readout``)."""
     from mediafm_jax import probe
     from mediafm_jax.data.store import ShotStore
+    from mediafm_jax.readouts import DEFAULT_CANDIDATES, READOUTS
 
-    source, store = prepare(args.work)
+    source, store = prepare(args.work, args.catalog)
     _, _, run_name = ROWS[args.choose_readout]
     probe.choose_readout(
         args.work / "runs" / run_name,
         ShotStore(store),
         source / "probes.json",
         source / "clips.jsonl",
+        # the structure readouts are candidates where the catalog has structure to see
+        READOUTS if args.catalog == "scenes" else DEFAULT_CANDIDATES,
     )
 
 

@@ -43,6 +43,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
             audio_dim=dims[1],
             text_dim=dims[2],
             title_dim=dims[3],
+            structure=args.structure,
         )
     except pydantic.ValidationError as err:
         raise UsageError(validation_message(err, "synth")) from None
@@ -364,6 +365,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mediafm_jax.data.synthetic import STRUCTURES
+
     parser = argparse.ArgumentParser(prog="mediafm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -372,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dims", help="VIDEO,AUDIO,TEXT,TITLE dims (default 768,768,768,768)")
+    p.add_argument(
+        "--structure",
+        choices=STRUCTURES,
+        default="story",
+        help="story: the demo's five tasks; scenes: scene changes and recurring threads, "
+        "with the scene_boundary and recurrence tasks",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier synthetic catalog")
     p.set_defaults(func=_cmd_synth)
 

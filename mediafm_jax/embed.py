@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from mediafm_jax import outputs, run, search, sharding
+from mediafm_jax import outputs, readouts, run, search, sharding
 from mediafm_jax.checkpoint import Checkpointer
 from mediafm_jax.config import MeshConfig
 from mediafm_jax.data import embeddings, reader
@@ -29,7 +29,7 @@ from mediafm_jax.data.store import ShotStore
 from mediafm_jax.errors import CheckpointError
 from mediafm_jax.fusion import fuse
 from mediafm_jax.model import NUM_SPECIAL, abstract_encoder
-from mediafm_jax.readouts import INPUT_PART, READOUTS, TITLE_PART
+from mediafm_jax.readouts import INPUT_PART, READOUTS
 from mediafm_jax.stitching import Window, plan_windows, stitch
 
 
@@ -57,12 +57,11 @@ class Embedder:
             checkpointer.close()
         self.layers = layers
         self.with_input = INPUT_PART in layers
-        self.with_title = TITLE_PART in layers
         self.hidden_size = self.config.model.hidden_size
-        # Shot embedding width: the hidden size, plus the fused input for "+input", all of
-        # it twice for "+title" (the shot's row, then its title's mean row).
+        # Shot embedding width: the hidden size, plus the fused input for "+input", plus
+        # the parameter-free parts of readouts.py ("+change", "+recur", "+title").
         readout_dim = self.hidden_size + (self.dims.fused if self.with_input else 0)
-        self.shot_dim = readout_dim * (2 if self.with_title else 1)
+        self.shot_dim = readouts.width(layers, readout_dim)
         self.max_shots = self.config.model.max_shots
         # Outputs replicated: every process holds the whole batch's embeddings, so no
         # process reads an array that spans other hosts' devices.
@@ -191,7 +190,7 @@ class Embedder:
                         np.stack([c for _, _, c in done]),
                         store.title_length(win.title),
                     )
-                    yield win.title, self._with_summary(rows), cls
+                    yield win.title, readouts.with_parts(rows, self.layers), cls
             bar.update(len(chunk))
         bar.close()
 
@@ -215,17 +214,8 @@ class Embedder:
             batch = self._read(store, [(t, s, e - s) for t, s, e in chunk], width)
             shots_h, _ = self.encode(batch)
             for j, (_, start, end) in enumerate(chunk):
-                out[i + j] = self._with_summary(shots_h[j, : end - start]).mean(0)
+                out[i + j] = readouts.with_parts(shots_h[j, : end - start], self.layers).mean(0)
         return out
-
-    def _with_summary(self, rows_lh: np.ndarray) -> np.ndarray:
-        """With "+title": each row beside the mean row of ``rows_lh`` (the whole title)."""
-        if not self.with_title:
-            return rows_lh
-        summary = np.broadcast_to(
-            rows_lh.mean(0, dtype=np.float64).astype(np.float32), rows_lh.shape
-        )
-        return np.concatenate([rows_lh, summary], axis=-1)
 
     def embed_clip(
         self, store: ShotStore, title: int | str, start: int, end: int, context: bool = True

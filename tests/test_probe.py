@@ -114,9 +114,11 @@ def test_report_has_every_task_and_method(tiny_run, tiny_store, tiny_source, tmp
         assert set(task["ci95"]) == methods and all(lo <= hi for lo, hi in task["ci95"].values())
         assert set(task["vs_concat"]) == methods - {"concat"}
         assert set(task["vs_title_mean"]) == {"mediafm_context", "mediafm_isolated"}
+        assert set(task["vs_novelty"]) == {"mediafm_context", "mediafm_isolated"}
     table = (tmp_path / "report.md").read_text()
     assert all(t in table for t in tasks) and all(m in table for m in methods)
     assert "minus concat" in table and "minus title_mean" in table and "95% interval" in table
+    assert "minus novelty" in table
     assert (tmp_path / "report.png").stat().st_size > 10_000
 
 
@@ -199,6 +201,7 @@ def test_paired_difference_from_concat():
     assert out["vs_concat"]["same"] == {"delta": 0.0, "ci95": [0.0, 0.0]}
     assert "concat" not in out["vs_concat"]
     assert "vs_title_mean" not in out  # no title_mean scored: no difference from it
+    assert "vs_novelty" not in out
 
 
 def test_paired_difference_from_title_mean_is_the_models_only():
@@ -207,9 +210,14 @@ def test_paired_difference_from_title_mean_is_the_models_only():
         "mediafm_context": run_probe(informative, clips),
         "concat": run_probe(noise, clips),
         "title_mean": run_probe(noise[:, ::-1].copy(), clips),
+        "novelty": run_probe(noise[:, 1:].copy(), clips),
     }
     out = intervals(scored, draws=200)
     assert set(out["vs_title_mean"]) == {"mediafm_context"}
+    assert set(out["vs_novelty"]) == {"mediafm_context"}  # both hand-made baselines, paired
+    vs = out["vs_novelty"]["mediafm_context"]
+    assert vs["delta"] == scored["mediafm_context"].score - scored["novelty"].score
+    assert vs["ci95"][0] > 0
     vs = out["vs_title_mean"]["mediafm_context"]
     assert vs["delta"] == scored["mediafm_context"].score - scored["title_mean"].score
     assert vs["ci95"][0] > 0  # the clear win excludes zero here too

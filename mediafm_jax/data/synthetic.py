@@ -16,13 +16,30 @@ clip's own shots; ``genre`` from any part of the title; ``ad_relevancy`` (the ca
 of the elements in the scenes before an ad break, asked of the near-empty transition shots
 at the break), ``popularity`` (tension at the clip, ranked within the title) and
 ``retrieval`` (lead on screen at a tension peak) need the surrounding shots.
+
+``structure="scenes"`` (``mediafm synth --structure scenes``) writes another family, for
+context that has to see *where* scenes change and *which* story threads come back:
+
+- a title has 4-8 threads (storylines), each with its own place (seen mostly by video),
+  music (audio) and talk (text); its scenes follow threads of uneven popularity, never
+  the same one twice in a row, so threads return later in the title;
+- at a scene change each of place, music and talk may carry over from the scene before
+  (a continuing location, a music cue across the cut), so a change shows in some
+  modalities and not others; at least one always changes;
+- a single shot is mostly noise (a scene shows only in the mean of several shots), so
+  a shot alone says little and a window of shots a lot, as ``novelty`` finds in film.
+
+Its probe tasks: ``scene_boundary`` (a one-shot clip: is it the last shot of its scene;
+the first shot of the next scene is among the negatives) and ``recurrence`` (a clip
+inside a scene, ranked within the title by how many scenes its thread has).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator
@@ -53,6 +70,7 @@ class SynthConfig:
     text_missing: Ratio = 0.4
     # per-dim std of each modality's view noise (x 1.2 / 1.5 / 1.0)
     noise: Annotated[float, Field(ge=0.0)] = 0.7
+    structure: Literal["story", "scenes"] = "story"  # "scenes": scene changes, recurring threads
 
     @field_validator("max_shots")
     @classmethod
@@ -61,6 +79,9 @@ class SynthConfig:
         if least is not None and most < least:
             raise ValueError(f"below min_shots={least}")
         return most
+
+
+STRUCTURES = ("story", "scenes")
 
 
 PROBE_TASKS = [
@@ -75,6 +96,20 @@ PROBE_TASKS = [
     {"name": "genre", "kind": "multilabel", "metric": "macro_ap", "num_classes": NUM_GENRES},
     {"name": "retrieval", "kind": "binary", "metric": "ap"},
 ]
+SCENE_PROBE_TASKS = [
+    {"name": "scene_boundary", "kind": "binary", "metric": "ap"},
+    {"name": "recurrence", "kind": "ranking", "metric": "kendall_tau", "folds": 10},
+]
+THREAD_NORM = 2.5  # a thread part's length in latent space (shot noise: ~noise x 8)
+SCENE_VARIATION = 1.0  # a scene's own departure from its thread's parts
+CARRY_OVER = 0.35  # chance that a part (place, music, talk) continues across a cut
+# How much each modality sees of a scene's (place, music, talk).
+SCENE_VIEWS = {"video": (1.0, 0.2, 0.3), "audio": (0.2, 1.0, 0.3), "text": (0.2, 0.2, 1.0)}
+
+
+def probe_tasks(config: SynthConfig) -> list[dict]:
+    """The probe tasks a catalog of this config is labelled for."""
+    return SCENE_PROBE_TASKS if config.structure == "scenes" else PROBE_TASKS
 
 
 class _Catalog:
@@ -195,6 +230,102 @@ def _make_title(index: int, catalog: _Catalog, config: SynthConfig, rng: np.rand
     return arrays, story
 
 
+def _thread_sequence(num_scenes: int, num_threads: int, rng: np.random.Generator) -> np.ndarray:
+    """Each scene's thread: Zipf-like popularity, never the same thread twice in a row."""
+    popularity = rng.permutation(1.0 / np.arange(1, num_threads + 1))
+    threads = np.zeros(num_scenes, int)
+    for s in range(num_scenes):
+        p = popularity.copy()
+        if s:
+            p[threads[s - 1]] = 0.0
+        threads[s] = rng.choice(num_threads, p=p / p.sum())
+    return threads
+
+
+def _make_scene_title(catalog: _Catalog, config: SynthConfig, rng: np.random.Generator):
+    """A title of scenes that follow recurring threads (``structure="scenes"``)."""
+    n = int(np.exp(rng.uniform(np.log(config.min_shots), np.log(config.max_shots))))
+    genres = np.sort(rng.choice(NUM_GENRES, rng.integers(1, 4), replace=False))
+    title_vec = catalog.genre[genres].mean(0)
+    num_threads = int(rng.integers(4, 9))
+    # [3 parts (place, music, talk), thread, latent]
+    thread_parts = rng.standard_normal((3, num_threads, LATENT)) / np.sqrt(LATENT) * THREAD_NORM
+    thread_parts += 0.3 * title_vec
+    bounds = _scenes(n, rng)
+    num_scenes = len(bounds) - 1
+    thread_of_scene = _thread_sequence(num_scenes, num_threads, rng)
+    scene_parts = (
+        thread_parts[:, thread_of_scene]
+        + rng.standard_normal((3, num_scenes, LATENT)) / np.sqrt(LATENT) * SCENE_VARIATION
+    )
+    # changed[c, p]: part p changes at the cut before scene c + 1.
+    changed = rng.random((max(num_scenes - 1, 0), 3)) >= CARRY_OVER
+    silent = np.flatnonzero(~changed.any(1))
+    changed[silent, rng.integers(0, 3, len(silent))] = True
+    for c, p in zip(*np.nonzero(~changed), strict=True):
+        scene_parts[p, c + 1] = scene_parts[p, c]
+    scene_of_shot = np.repeat(np.arange(num_scenes), np.diff(bounds))
+    arrays = {}
+    for name, weights in SCENE_VIEWS.items():
+        _, noise, _ = catalog.views[name]
+        latent = np.einsum("p,psl->sl", np.asarray(weights), scene_parts)[scene_of_shot]
+        latent = latent + rng.standard_normal((n, LATENT)) * noise
+        arrays[name] = latent @ catalog.projection[name]
+    missing_rate = np.clip(rng.beta(2, 3, num_scenes) * config.text_missing / 0.4, 0, 1)
+    arrays["text"][rng.random(n) < missing_rate[scene_of_shot]] = 0.0
+    shot_lengths = rng.gamma(2.0, 2.0, n) + 0.5
+    arrays["start_s"] = np.cumsum(shot_lengths) - shot_lengths
+    arrays["end_s"] = np.cumsum(shot_lengths)
+    noisy_title = title_vec + rng.standard_normal(LATENT) / np.sqrt(LATENT) * 1.5
+    arrays["title_embedding"] = noisy_title @ catalog.title_projection
+    story = {
+        "n": n,
+        "genres": genres,
+        "bounds": bounds,
+        "thread_of_scene": thread_of_scene,
+        "changed": changed,
+        "scene_of_shot": scene_of_shot,
+    }
+    return arrays, story
+
+
+def _scene_clips(title_id: str, story: dict, rng: np.random.Generator, split: str) -> list[dict]:
+    """``scene_boundary`` and ``recurrence`` clips of a ``structure="scenes"`` title."""
+    bounds, threads = story["bounds"], story["thread_of_scene"]
+    clips: list[dict] = []
+
+    def add(task: str, start: int, end: int, **label) -> None:
+        clips.append(
+            {
+                "task": task,
+                "title_id": title_id,
+                "shot_start": int(start),
+                "shot_end": int(end),
+                "split": split,
+                **label,
+            }
+        )
+
+    # scene_boundary: at up to 10 cuts, the last shot before (positive) and the first
+    # shot after (negative), and two shots drawn from the rest (negatives).
+    cuts = bounds[1:-1]
+    last_shots = set((cuts - 1).tolist())
+    others = np.setdiff1d(np.arange(story["n"] - 1), cuts - 1)
+    for cut in rng.choice(cuts, min(len(cuts), 10), replace=False) if len(cuts) else []:
+        add("scene_boundary", cut - 1, cut, label=1)
+        add("scene_boundary", cut, cut + 1, label=int(int(cut) in last_shots))
+        for shot in rng.choice(others, min(len(others), 2), replace=False):
+            add("scene_boundary", shot, shot + 1, label=0)
+    # recurrence: a 3-8-shot clip inside up to 8 scenes; target = its thread's scene count.
+    counts = np.bincount(threads)
+    num_scenes = len(bounds) - 1
+    for s in rng.choice(num_scenes, min(num_scenes, 8), replace=False):
+        length = min(int(rng.integers(3, 9)), bounds[s + 1] - bounds[s])
+        start = int(rng.integers(bounds[s], bounds[s + 1] - length + 1))
+        add("recurrence", start, start + length, target=float(counts[threads[s]]))
+    return clips
+
+
 def _clips(title_id: str, story: dict, rng: np.random.Generator, split: str) -> list[dict]:
     n, bounds, tension = story["n"], story["bounds"], story["tension"]
     clips: list[dict] = []
@@ -276,7 +407,9 @@ def _write_catalog(out: Path, config: SynthConfig, progress: bool) -> None:
     ):
         title_id = f"title_{index:05d}"
         title_rng = np.random.default_rng([config.seed, index])
-        arrays, story = _make_title(index, catalog, config, title_rng)
+        scenes = config.structure == "scenes"
+        make_title = _make_scene_title if scenes else functools.partial(_make_title, index)
+        arrays, story = make_title(catalog, config, title_rng)
         fp16 = {
             k: v.astype(np.float16) if k in ("video", "audio", "text") else v.astype(np.float32)
             for k, v in arrays.items()
@@ -290,7 +423,8 @@ def _write_catalog(out: Path, config: SynthConfig, progress: bool) -> None:
                 "genres": [int(g) for g in story["genres"]],
             }
         )
-        clips.extend(_clips(title_id, story, title_rng, str(splits[index])))
+        make_clips = _scene_clips if scenes else _clips
+        clips.extend(make_clips(title_id, story, title_rng, str(splits[index])))
     source.write_titles(out, titles)
-    source.write_probes(out, {"tasks": PROBE_TASKS}, clips)
+    source.write_probes(out, {"tasks": probe_tasks(config)}, clips)
     source.write_json(out / "synth.json", dataclasses.asdict(config))

@@ -32,17 +32,17 @@ from mediafm_jax.probe.linear import ProbeResult, ProbeSkipped, run_probe
 from mediafm_jax.probe.metrics import interval, title_bootstrap
 from mediafm_jax.probe.report import markdown_table, write_report
 from mediafm_jax.probe.tasks import Clips, ProbeInputError, load_clips, load_tasks
-from mediafm_jax.readouts import READOUTS
+from mediafm_jax.readouts import DEFAULT_CANDIDATES
 
 __all__ = ["run_probes", "choose_readout", "ProbeInputError", "markdown_table"]
 BASELINE = "concat"
-HAND_MADE = "title_mean"  # the label-free context baseline (baselines.py)
+HAND_MADE = ("title_mean", "novelty")  # the label-free context baselines (baselines.py)
 
 
 def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict:
     """95% title-bootstrap intervals per method, and paired differences: every method
-    minus ``concat``, and the model's methods minus ``title_mean`` (the label-free context
-    they have to beat)."""
+    minus ``concat``, and the model's methods minus ``title_mean`` and minus ``novelty``
+    (the label-free context they have to beat)."""
     first = next(iter(scored.values()))
     per_draw = [
         [r.score_rows(rows, group) for r in scored.values()]
@@ -50,10 +50,8 @@ def intervals(scored: dict[str, ProbeResult], draws: int, seed: int = 0) -> dict
     ]
     values = dict(zip(scored, np.array(per_draw).T, strict=True))
     out: dict = {"ci95": {name: interval(v) for name, v in values.items()}}
-    for reference, of in (
-        (BASELINE, scored),
-        (HAND_MADE, [m for m in scored if m.startswith("mediafm_")]),
-    ):
+    model = [m for m in scored if m.startswith("mediafm_")]
+    for reference, of in ((BASELINE, scored), *((hand_made, model) for hand_made in HAND_MADE)):
         if reference in scored and any(name != reference for name in of):
             out["vs_" + reference] = {
                 name: {
@@ -134,7 +132,7 @@ def choose_readout(
     store: ShotStore,
     tasks_path: str | Path,
     clips_path: str | Path,
-    candidates: tuple[str, ...] = READOUTS,
+    candidates: tuple[str, ...] = DEFAULT_CANDIDATES,
     step: int | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Picks the readout with the best mean ``mediafm_context`` score on validation titles

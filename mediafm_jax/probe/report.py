@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PAIRED_WITH = ("concat", "title_mean")  # the report's paired-difference tables
+PAIRED_WITH = ("concat", "title_mean", "novelty")  # the report's paired-difference tables
 
 
 def write_report(results: dict, out: str | Path) -> dict[str, Path]:
     """``results[task] = {"metric", "n_train", "n_test", "results": {method: score}}``,
-    optionally ``"ci95": {method: [lo, hi]}`` and ``"vs_concat"`` / ``"vs_title_mean"``:
+    optionally ``"ci95": {method: [lo, hi]}`` and ``"vs_concat"`` / ``"vs_title_mean"`` / ``"vs_novelty"``:
     ``{method: {delta, ci95}}``, paired differences over the same resampled titles.
     """
     out = Path(out)

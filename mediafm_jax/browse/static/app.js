@@ -331,7 +331,7 @@ async function showReport() {
       el("tbody", {}, rows)),
     el("p", { class: "muted", text: "Bold: best per task. In brackets: 95% interval over resampled test titles." }),
     ...[data.plot ? el("img", { class: "plot", src: "/media/report.png", alt: "report plot" }) : null,
-      ...["concat", "title_mean"].map((reference) => paired(tasks, reference))].filter(Boolean));
+      ...["concat", "title_mean", "novelty"].map((reference) => paired(tasks, reference))].filter(Boolean));
 }
 
 function paired(tasks, reference) {
