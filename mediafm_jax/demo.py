@@ -8,6 +8,7 @@ mux a clip (bikes.mp4's cuts + a spoken sentence) -> extract -> ingest -> contac
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import time
@@ -25,9 +26,10 @@ DEMO_LAYOUT = ("videos/bikes_beckett.mp4", "videos/bikes.mp4", "contact_sheet.pn
 def _fresh_out(out: Path) -> None:
     """Recreates ``out`` if it is missing, empty or an earlier demo of ours; refuses otherwise."""
     outputs.check_output(out, "demo", overwrite=True)
-    if out.exists():  # an earlier demo of ours (checked above): replaced
-        shutil.rmtree(out)
-    outputs.claim_folder(out, "demo", owns=DEMO_LAYOUT)
+    folder = Path(os.path.realpath(out))  # through a link: the folder, never the link
+    if folder.exists():  # an earlier demo of ours (checked above): replaced
+        shutil.rmtree(folder)
+    outputs.claim_folder(folder, "demo", owns=DEMO_LAYOUT)
 
 
 def run_video_demo(out: str | Path) -> Path:
