@@ -66,10 +66,12 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    from mediafm_jax import outputs
     from mediafm_jax.data import embeddings
     from mediafm_jax.data import store as store_lib
 
-    manifest = store_lib.read_manifest(args.store)
+    is_emb = outputs.kind_of(args.store) == "embeddings"  # the marker: a manifest may be damaged
+    manifest = store_lib.read_manifest(args.store, embeddings.REMEDY if is_emb else "re-ingest")
     if manifest is not None and manifest.get("kind") == embeddings.KIND:
         _info_embeddings(args)
         return
