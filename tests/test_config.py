@@ -186,6 +186,22 @@ def test_bad_value_in_a_config_file_is_one_line(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.py"]
 
 
+@pytest.mark.parametrize(
+    ("name", "text", "named"),
+    [
+        ("mine.json", '{"train": {"steps": 20}}', "not a Python file"),  # was an AssertionError
+        ("mine.py", "def get_config(arg=None:\n    pass\n", "line 1: "),  # was a SyntaxError
+    ],
+)
+def test_a_config_file_that_cannot_load_is_one_line(tmp_path, capsys, name, text, named):
+    path = tmp_path / name
+    path.write_text(text)
+    argv = ["train", "--config", path, "--store", tmp_path / "s", "--workdir", tmp_path / "r"]
+    err = _refused(capsys, argv, tmp_path)
+    assert f"error: --config {path}: {named}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 def test_config_file_arg_sets_steps_batch_seed_and_variant():
     demo = config_lib.load_config_file("experiments/configs/demo.py:steps=50")
     assert demo == dataclasses.replace(
