@@ -185,6 +185,8 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     layers = args.layers
     if args.choose_readout and args.layers:
         raise UsageError("--choose-readout picks the readout; drop --layers")
+    if args.bootstrap < 0:  # was a ValueError deep in the bootstrap, after the probes
+        raise UsageError(f"--bootstrap {args.bootstrap}: expected a count >= 0 (0: no intervals)")
     # --out is checked before the model loads, minutes of choosing and the run's record
     inputs = [args.store, args.tasks, args.clips, args.workdir] + ([args.emb] if args.emb else [])
     outputs.check_output(args.out, "report", overwrite=args.overwrite, inputs=inputs)
