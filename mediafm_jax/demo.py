@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mediafm_jax import outputs
-from mediafm_jax.errors import ExtractError, UsageError, validation_message
+from mediafm_jax.errors import ConfigError, ExtractError, UsageError, validation_message
 
 # what the demos write beside their nested outputs (source, store, run, ... carry their own
 # markers): the marker lists it, so a user's file in the demo folder stops a rerun
@@ -113,6 +113,12 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
         )
     except pydantic.ValidationError as err:
         raise UsageError(validation_message(err, "demo")) from None
+    config = presets.demo()
+    if steps is not None:  # before anything is written (--steps -1 ran synth and ingest first)
+        try:
+            config = config_lib.apply_overrides(config, [f"train.steps={steps}"])
+        except ConfigError as err:
+            raise UsageError(f"--steps {steps}: {str(err).removeprefix('--set: ')}") from None
     out = Path(out)
     _fresh_out(out)
     started = time.perf_counter()
@@ -128,9 +134,6 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
     summary = ingest.ingest(out / "source", str(out / "store"))
     print(f"{summary.titles} titles, {summary.shots} shots")
 
-    config = presets.demo()
-    if steps is not None:
-        config = config_lib.apply_overrides(config, [f"train.steps={steps}"])
     stage(3, f"train: demo preset, {config.train.steps} steps of masked shot modeling")
     trained = train.train(config, str(out / "store"), out / "run")
     if trained["stopped"] is not None:

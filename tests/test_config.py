@@ -94,6 +94,13 @@ def test_demo_title_count_must_be_positive(tmp_path, capsys):
     assert "demo: titles=0: Input should be greater than or equal to 1" in err
 
 
+def test_demo_steps_must_be_positive_before_anything_is_written(tmp_path, capsys):
+    """demo --steps -1 ran synth and ingest (minutes, a folder left) before refusing"""
+    err = _refused(capsys, ["demo", "--out", tmp_path / "demo", "--steps", "-1"], tmp_path)
+    assert "--steps -1: train.steps=-1: Input should be greater than or equal to 1" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_presets_are_valid_and_types_are_checked_for_python_configs():
     for preset in (presets.tiny, presets.demo, presets.base, presets.large):
         config_lib.validate(preset())  # each preset builds, so its fields are valid
