@@ -67,10 +67,12 @@ def _cmd_info(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    from mediafm_jax import outputs
     from mediafm_jax.data import embeddings
     from mediafm_jax.data import store as store_lib
 
-    manifest = store_lib.read_manifest(args.store)
+    is_emb = outputs.kind_of(args.store) == "embeddings"  # the marker: a manifest may be damaged
+    manifest = store_lib.read_manifest(args.store, embeddings.REMEDY if is_emb else "re-ingest")
     if manifest is not None and manifest.get("kind") == embeddings.KIND:
         _info_embeddings(args)
         return
@@ -184,6 +186,8 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     layers = args.layers
     if args.choose_readout and args.layers:
         raise UsageError("--choose-readout picks the readout; drop --layers")
+    if args.bootstrap < 0:  # was a ValueError deep in the bootstrap, after the probes
+        raise UsageError(f"--bootstrap {args.bootstrap}: expected a count >= 0 (0: no intervals)")
     # --out is checked before the model loads, minutes of choosing and the run's record
     inputs = [args.store, args.tasks, args.clips, args.workdir] + ([args.emb] if args.emb else [])
     outputs.check_output(args.out, "report", overwrite=args.overwrite, inputs=inputs)

@@ -292,10 +292,15 @@ def load_config_file(spec: str) -> ExperimentConfig:
     path = Path(path_text)
     if not path.is_file():
         raise ConfigError(f"--config {spec}: no such file {path}")
+    if path.suffix != ".py":  # importlib finds no loader for it
+        raise ConfigError(f"--config {spec}: not a Python file (expected path/to/file.py[:arg])")
     module_spec = importlib.util.spec_from_file_location(f"_mediafm_cfg_{path.stem}", path)
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as err:  # other errors of the file's own code keep their traceback
+        raise ConfigError(f"--config {spec}: line {err.lineno}: {err.msg}") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"--config {spec}: {path} defines no get_config(arg)")
     try:

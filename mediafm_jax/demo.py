@@ -8,6 +8,7 @@ mux a clip (bikes.mp4's cuts + a spoken sentence) -> extract -> ingest -> contac
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import time
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mediafm_jax import outputs
-from mediafm_jax.errors import ExtractError, UsageError, validation_message
+from mediafm_jax.errors import ConfigError, ExtractError, UsageError, validation_message
 
 # what the demos write beside their nested outputs (source, store, run, ... carry their own
 # markers): the marker lists it, so a user's file in the demo folder stops a rerun
@@ -25,9 +26,10 @@ DEMO_LAYOUT = ("videos/bikes_beckett.mp4", "videos/bikes.mp4", "contact_sheet.pn
 def _fresh_out(out: Path) -> None:
     """Recreates ``out`` if it is missing, empty or an earlier demo of ours; refuses otherwise."""
     outputs.check_output(out, "demo", overwrite=True)
-    if out.exists():  # an earlier demo of ours (checked above): replaced
-        shutil.rmtree(out)
-    outputs.claim_folder(out, "demo", owns=DEMO_LAYOUT)
+    folder = Path(os.path.realpath(out))  # through a link: the folder, never the link
+    if folder.exists():  # an earlier demo of ours (checked above): replaced
+        shutil.rmtree(folder)
+    outputs.claim_folder(folder, "demo", owns=DEMO_LAYOUT)
 
 
 def run_video_demo(out: str | Path) -> Path:
@@ -111,6 +113,12 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
         )
     except pydantic.ValidationError as err:
         raise UsageError(validation_message(err, "demo")) from None
+    config = presets.demo()
+    if steps is not None:  # before anything is written (--steps -1 ran synth and ingest first)
+        try:
+            config = config_lib.apply_overrides(config, [f"train.steps={steps}"])
+        except ConfigError as err:
+            raise UsageError(f"--steps {steps}: {str(err).removeprefix('--set: ')}") from None
     out = Path(out)
     _fresh_out(out)
     started = time.perf_counter()
@@ -126,9 +134,6 @@ def _run_demo(out: str | Path, titles: int, steps: int | None, stage_name: list[
     summary = ingest.ingest(out / "source", str(out / "store"))
     print(f"{summary.titles} titles, {summary.shots} shots")
 
-    config = presets.demo()
-    if steps is not None:
-        config = config_lib.apply_overrides(config, [f"train.steps={steps}"])
     stage(3, f"train: demo preset, {config.train.steps} steps of masked shot modeling")
     trained = train.train(config, str(out / "store"), out / "run")
     if trained["stopped"] is not None:

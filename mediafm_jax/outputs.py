@@ -326,8 +326,8 @@ def recover_leftovers(output: str | os.PathLike) -> None:
             if sibling.name.startswith(prefix) and sibling.name[len(prefix) :].isdigit():
                 leftovers.append((tag, int(sibling.name[len(prefix) :]), sibling))
     for tag, pid, sibling in sorted(leftovers, key=lambda x: x[0]):  # 'old' before 'partial'
-        if _pid_alive(pid) or kind_of(sibling) is None:
-            continue
+        if sibling.is_symlink() or _pid_alive(pid) or kind_of(sibling) is None:
+            continue  # we never leave a link behind: it is the user's
         if tag == "old" and not path.exists():
             os.rename(sibling, path)
             print(f"mediafm: restored {path} from an interrupted replacement", file=sys.stderr)
@@ -351,6 +351,7 @@ def atomic_output(
     """
     inputs = list(inputs)
     if is_local(output):
+        output = _link_target(output)
         recover_leftovers(output)
     check_output(output, kind, overwrite=overwrite, inputs=inputs)
     if not is_local(output):
@@ -369,6 +370,15 @@ def atomic_output(
         shutil.rmtree(partial, ignore_errors=True)
         raise
     _swap(partial, path)
+
+
+def _link_target(output: str | os.PathLike) -> str | os.PathLike:
+    """The folder a link at ``output`` points to (followed to the end), else ``output``.
+    A swap renames names: done on the link it would replace the user's link with a folder
+    and leave the old output behind under ``NAME.old-<pid>``; done on the target the link
+    keeps pointing at the new output."""
+    path = _local_path(output)
+    return os.path.realpath(path) if path.is_symlink() else output
 
 
 def _swap(partial: Path, path: Path) -> None:

@@ -397,6 +397,8 @@ BAD_STARTS = {  # case: (arguments after --store, what the line names)
     "report folder without report.json": (["{store}", "--report", "{tmp}"], "report.json"),
     "src not a folder": (["{store}", "--src", "{store}/manifest.json"], "is not a folder"),
     "port in use": (["{store}", "--port", "{busy}"], "cannot listen there"),
+    "port out of range": (["{store}", "--port", "65536"], "--port 65536: not a port"),
+    "negative port": (["{store}", "--port", "-1"], "--port -1: not a port"),
 }
 
 

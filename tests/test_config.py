@@ -94,6 +94,13 @@ def test_demo_title_count_must_be_positive(tmp_path, capsys):
     assert "demo: titles=0: Input should be greater than or equal to 1" in err
 
 
+def test_demo_steps_must_be_positive_before_anything_is_written(tmp_path, capsys):
+    """demo --steps -1 ran synth and ingest (minutes, a folder left) before refusing"""
+    err = _refused(capsys, ["demo", "--out", tmp_path / "demo", "--steps", "-1"], tmp_path)
+    assert "--steps -1: train.steps=-1: Input should be greater than or equal to 1" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_presets_are_valid_and_types_are_checked_for_python_configs():
     for preset in (presets.tiny, presets.demo, presets.base, presets.large):
         config_lib.validate(preset())  # each preset builds, so its fields are valid
@@ -184,6 +191,22 @@ def test_bad_value_in_a_config_file_is_one_line(tmp_path, capsys):
         f"error: --config {path}: ModelConfig: num_heads='4': Input should be a valid integer"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.py"]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "named"),
+    [
+        ("mine.json", '{"train": {"steps": 20}}', "not a Python file"),  # was an AssertionError
+        ("mine.py", "def get_config(arg=None:\n    pass\n", "line 1: "),  # was a SyntaxError
+    ],
+)
+def test_a_config_file_that_cannot_load_is_one_line(tmp_path, capsys, name, text, named):
+    path = tmp_path / name
+    path.write_text(text)
+    argv = ["train", "--config", path, "--store", tmp_path / "s", "--workdir", tmp_path / "r"]
+    err = _refused(capsys, argv, tmp_path)
+    assert f"error: --config {path}: {named}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
 def test_config_file_arg_sets_steps_batch_seed_and_variant():

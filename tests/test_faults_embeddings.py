@@ -101,6 +101,18 @@ def test_truncated_embeddings_chunk_is_refused_at_open(tiny_store, emb, capsys, 
     )
 
 
+@pytest.mark.parametrize("command", ["search", "info"])
+def test_truncated_embeddings_manifest_asks_for_embed(tiny_store, emb, capsys, tmp_path, command):
+    """A truncated embeddings manifest: one line that says re-run embed, not re-ingest"""
+    manifest = emb / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    argv = search_argv(tiny_store, emb) if command == "search" else ["info", str(emb)]
+    line = assert_one_line_error(
+        argv, capsys, tmp_path, f"{emb}/manifest.json: not valid JSON", embeddings.REMEDY
+    )
+    assert "re-ingest" not in line
+
+
 def test_rows_rewritten_in_place_are_refused(tiny_store, emb, capsys, tmp_path):
     """Rows rewritten as NaN in place, the manifest untouched: refused as damaged"""
     spec = {"driver": "zarr3", "kvstore": store_lib.kvstore_spec(str(emb / "shot_embedding"))}

@@ -299,3 +299,16 @@ def test_clips_not_utf8(tiny_store, tiny_source, tmp_path):
         "cannot read clips",
         tmp_path,
     )
+
+
+def test_a_negative_bootstrap_is_one_line_before_any_work(
+    tiny_store, tiny_source, tmp_path, capsys
+):
+    """probe --bootstrap -3 (was a ValueError from zip() after every probe had run); said
+    before the run is read (its workdir need not exist)"""
+    argv = ["probe", "--workdir", str(tmp_path / "no run"), "--store", str(tiny_store)]
+    argv += ["--tasks", str(tiny_source / "probes.json")]
+    argv += ["--clips", str(tiny_source / "clips.jsonl")]
+    argv += ["--out", str(tmp_path / "report"), "--bootstrap", "-3"]
+    assert_one_line_error(argv, capsys, tmp_path, "--bootstrap -3: expected a count >= 0")
+    assert not (tmp_path / "report").exists()

@@ -284,6 +284,26 @@ def test_a_local_folder_is_hashed_not_revisioned(offline):
     assert described["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_weights_name_the_model_not_the_video(offline, tmp_path, damage):
+    """Weights that do not load are the model's fault: the error names the option and the
+    folder (it was SafetensorError/OSError text under each video's name)."""
+    _, folders, _ = offline
+    folder = tmp_path / "clip copy"
+    shutil.copytree(folders[CLIP_ID], folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.unlink()
+    cls = encoders.resolve("video", f"clip:{folder}")
+    with pytest.raises(ExtractError) as caught:
+        cls()
+    message = str(caught.value)
+    assert message.startswith(f"--video-encoder clip:{folder}: cannot load the model in {folder}")
+    assert "\n" not in message
+
+
 # --- the OpenAI-compatible endpoint ---------------------------------------------------
 
 

@@ -169,6 +169,46 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_a_lost_swap_is_restored(world
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
+def test_overwrite_through_a_link_replaces_the_folder_it_points_to(world, capsys):
+    """A store reached through a link: the swap renames the folder, never the user's link
+    (it used to be renamed to .old-<pid>, then rmtree refused it: a traceback, and every
+    later run tripped on the leftover)."""
+    real = world / "stores" / "main"
+    assert run_cli(capsys, "ingest", world / "src", real)[0] == 0
+    link = world / "store_link"
+    link.symlink_to(real)
+    (real / "manifest.json").write_text("{}")  # so that the replacement is seen
+    personal = tree_digest(world / "personal")
+    code, err = run_cli(capsys, "ingest", world / "src", link, "--overwrite")
+    assert code == 0, err
+    assert link.is_symlink() and link.resolve() == real
+    assert outputs.kind_of(real) == "store" and (real / "manifest.json").read_text() != "{}"
+    leftovers = [p.name for d in (world, real.parent) for p in d.iterdir() if "-" in p.name]
+    assert not [n for n in leftovers if ".old-" in n or ".partial-" in n], leftovers
+    assert tree_digest(world / "personal") == personal
+    # A link named like a leftover (what that bug left) is the user's: never removed.
+    stray = world / f"store_link.old-{_dead_pid()}"
+    stray.symlink_to(world / "store")
+    store = tree_digest(world / "store")
+    assert run_cli(capsys, "ingest", world / "src", link, "--overwrite")[0] == 0
+    assert stray.is_symlink() and tree_digest(world / "store") == store
+
+
+def test_demo_rerun_through_a_link_keeps_the_link(world):
+    """demo --out LINK to an earlier demo: the folder is renewed, the link stays (rmtree on
+    the link was an OSError traceback)."""
+    from mediafm_jax import demo
+
+    out = _demo_folder(world)
+    link = world / "demo_link"
+    link.symlink_to(out)
+    demo._fresh_out(link)
+    assert link.is_symlink() and link.resolve() == out
+    assert outputs.kind_of(out) == "demo" and sorted(p.name for p in out.iterdir()) == [
+        outputs.MARKER
+    ]
+
+
 def test_failed_write_keeps_the_previous_output(world, monkeypatch):
     target = world / "out"
     target.mkdir()

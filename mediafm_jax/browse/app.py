@@ -127,6 +127,8 @@ class BrowseServer:
     def __init__(self, catalog: Catalog, host: str = "127.0.0.1", port: int = 8000) -> None:
         import uvicorn
 
+        if not 0 <= port <= 65535:  # bind() raises OverflowError, not OSError
+            raise UsageError(f"--port {port}: not a port (0-65535; 0: any free port)")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -47,7 +47,7 @@ class EmbeddingStore:
 
     def __init__(self, root: str | Path):
         root = str(root)
-        manifest = store_lib.read_manifest(root)
+        manifest = store_lib.read_manifest(root, REMEDY)
         if manifest is None or manifest.get("kind") != KIND:
             raise StoreError(f"{root}: not a complete embedding store (no embeddings manifest)")
         store_lib.check_files(root, manifest, REMEDY)  # every listed file, at its size

@@ -127,8 +127,9 @@ def _manifest_digest(manifest: dict[str, Any]) -> str:
     ).hexdigest()
 
 
-def read_manifest(root: str) -> dict[str, Any] | None:
-    """The parsed manifest (None when there is none); a damaged one is a ``StoreError``."""
+def read_manifest(root: str, remedy: str = "re-ingest") -> dict[str, Any] | None:
+    """The parsed manifest (None when there is none); a damaged one is a ``StoreError``
+    that ends with ``remedy`` (the command that writes this kind of store)."""
     kv = ts.KvStore.open(kvstore_spec(root)).result()
     try:
         result = kv.read(MANIFEST).result()
@@ -139,14 +140,14 @@ def read_manifest(root: str) -> dict[str, Any] | None:
     try:
         manifest = json.loads(bytes(result.value).decode())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StoreError(f"{root}/{MANIFEST}: not valid JSON ({err}); re-ingest") from None
+        raise StoreError(f"{root}/{MANIFEST}: not valid JSON ({err}); {remedy}") from None
     if not isinstance(manifest, dict):
-        raise StoreError(f"{root}/{MANIFEST}: not a JSON object; re-ingest")
+        raise StoreError(f"{root}/{MANIFEST}: not a JSON object; {remedy}")
     recorded = manifest.get(MANIFEST_CHECKSUM)
     if recorded is not None and recorded != _manifest_digest(manifest):
         raise StoreError(
             f"{root}/{MANIFEST}: its checksum does not match its contents "
-            "(edited or damaged); re-ingest"
+            f"(edited or damaged); {remedy}"
         )
     return manifest
 

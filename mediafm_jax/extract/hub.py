@@ -137,7 +137,14 @@ class HubEncoder(encoders.Encoder):
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()  # "UNEXPECTED keys" of a full checkpoint
         self.device, self.dtype = _torch_device(threads)
-        self.load()
+        try:
+            self.load()
+        except Exception as err:  # noqa: BLE001 - damaged weights: the model's fault, not the video's
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise ExtractError(
+                f"--{self.kind}-encoder {self.name}: cannot load the model in {self.folder} "
+                f"({type(err).__name__}: {first})"
+            ) from None
 
     def load(self) -> None:
         raise NotImplementedError
