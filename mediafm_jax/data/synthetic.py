@@ -289,10 +289,8 @@ def _make_scene_title(catalog: _Catalog, config: SynthConfig, rng: np.random.Gen
     return arrays, story
 
 
-def _scene_clips(title_id: str, story: dict, rng: np.random.Generator, split: str) -> list[dict]:
-    """``scene_boundary`` and ``recurrence`` clips of a ``structure="scenes"`` title."""
-    bounds, threads = story["bounds"], story["thread_of_scene"]
-    clips: list[dict] = []
+def _clip_adder(clips: list[dict], title_id: str, split: str):
+    """``add(task, start, end, **label)``: appends one clips.jsonl row of this title."""
 
     def add(task: str, start: int, end: int, **label) -> None:
         clips.append(
@@ -305,6 +303,15 @@ def _scene_clips(title_id: str, story: dict, rng: np.random.Generator, split: st
                 **label,
             }
         )
+
+    return add
+
+
+def _scene_clips(title_id: str, story: dict, rng: np.random.Generator, split: str) -> list[dict]:
+    """``scene_boundary`` and ``recurrence`` clips of a ``structure="scenes"`` title."""
+    bounds, threads = story["bounds"], story["thread_of_scene"]
+    clips: list[dict] = []
+    add = _clip_adder(clips, title_id, split)
 
     # scene_boundary: at up to 10 cuts, the last shot before (positive) and the first
     # shot after (negative), and two shots drawn from the rest (negatives).
@@ -329,18 +336,7 @@ def _scene_clips(title_id: str, story: dict, rng: np.random.Generator, split: st
 def _clips(title_id: str, story: dict, rng: np.random.Generator, split: str) -> list[dict]:
     n, bounds, tension = story["n"], story["bounds"], story["tension"]
     clips: list[dict] = []
-
-    def add(task: str, start: int, end: int, **label) -> None:
-        clips.append(
-            {
-                "task": task,
-                "title_id": title_id,
-                "shot_start": int(start),
-                "shot_end": int(end),
-                "split": split,
-                **label,
-            }
-        )
+    add = _clip_adder(clips, title_id, split)
 
     num_scenes = len(bounds) - 1
     # tone: a clip of 3-8 shots inside one scene; labels = that scene's tones.
