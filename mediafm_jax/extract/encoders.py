@@ -117,11 +117,7 @@ def resolve(kind: str, spec: str) -> type[Encoder]:
 
         return embeddings_api.encoder_class(spec)
     if ":" in spec:
-        module_name, _, class_name = spec.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as err:
-            raise ExtractError(f"--{kind}-encoder {spec}: cannot import it ({err})") from None
+        cls = import_plugin(spec, f"--{kind}-encoder")
         if getattr(cls, "kind", None) != kind:
             raise ExtractError(f"--{kind}-encoder {spec}: is not a {kind} encoder")
         return cls
@@ -132,6 +128,16 @@ def resolve(kind: str, spec: str) -> type[Encoder]:
             "(or clip:|wav2vec2:|clap:|st:|openai:<model id>, or module:Class)"
         )
     return REGISTRY[(kind, spec)]
+
+
+def import_plugin(spec: str, option: str) -> object:
+    """The object ``module:Name`` names (a user's encoder or detector); one ExtractError line
+    naming ``option`` when it cannot be imported."""
+    module_name, _, class_name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ExtractError(f"{option} {spec}: cannot import it ({err})") from None
 
 
 def sha256_file(path: Path) -> str:

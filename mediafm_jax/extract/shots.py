@@ -27,7 +27,6 @@ Adding a detector takes a few lines (any of ``scenedetect.detectors`` works this
 
 from __future__ import annotations
 
-import importlib
 from fractions import Fraction
 from typing import ClassVar
 
@@ -39,6 +38,7 @@ from scenedetect.detectors import AdaptiveDetector
 
 from mediafm_jax.errors import ExtractError
 from mediafm_jax.extract.decode import Frame
+from mediafm_jax.extract.encoders import import_plugin
 
 DETECT_WIDTH = 256  # PySceneDetect's own default downscale target for its content score
 MAX_KEPT_FRAMES = 32  # candidate frames kept per shot (16 to 32 once a long shot halves them)
@@ -66,11 +66,7 @@ def register(cls: type[Detector]) -> type[Detector]:
 def resolve(spec: str) -> type[Detector]:
     """A registered name or ``module:Class``; an unknown one is an ExtractError listing names."""
     if ":" in spec:
-        module_name, _, class_name = spec.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as err:
-            raise ExtractError(f"--shots {spec}: cannot import it ({err})") from None
+        cls = import_plugin(spec, "--shots")
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
             raise ExtractError(
                 f"--shots {spec}: is not a shots.Detector (a SceneDetector with a name; "
