@@ -210,12 +210,7 @@ def _make_title(index: int, catalog: _Catalog, config: SynthConfig, rng: np.rand
     missing_rate = np.clip(rng.beta(2, 3, num_scenes) * config.text_missing / 0.4, 0, 1)
     no_text = rng.random(n) < missing_rate[scene_of_shot]
     arrays["text"][no_text] = 0.0
-    shot_lengths = rng.gamma(2.0, 2.0, n) + 0.5
-    end = np.cumsum(shot_lengths)
-    arrays["start_s"] = end - shot_lengths
-    arrays["end_s"] = end
-    noisy_title = title_vec + rng.standard_normal(LATENT) / np.sqrt(LATENT) * 1.5
-    arrays["title_embedding"] = noisy_title @ catalog.title_projection
+    _add_times_and_title(arrays, catalog, title_vec, n, rng)
     story = {
         "n": n,
         "genres": genres,
@@ -273,11 +268,7 @@ def _make_scene_title(catalog: _Catalog, config: SynthConfig, rng: np.random.Gen
         arrays[name] = latent @ catalog.projection[name]
     missing_rate = np.clip(rng.beta(2, 3, num_scenes) * config.text_missing / 0.4, 0, 1)
     arrays["text"][rng.random(n) < missing_rate[scene_of_shot]] = 0.0
-    shot_lengths = rng.gamma(2.0, 2.0, n) + 0.5
-    arrays["start_s"] = np.cumsum(shot_lengths) - shot_lengths
-    arrays["end_s"] = np.cumsum(shot_lengths)
-    noisy_title = title_vec + rng.standard_normal(LATENT) / np.sqrt(LATENT) * 1.5
-    arrays["title_embedding"] = noisy_title @ catalog.title_projection
+    _add_times_and_title(arrays, catalog, title_vec, n, rng)
     story = {
         "n": n,
         "genres": genres,
@@ -287,6 +278,18 @@ def _make_scene_title(catalog: _Catalog, config: SynthConfig, rng: np.random.Gen
         "scene_of_shot": scene_of_shot,
     }
     return arrays, story
+
+
+def _add_times_and_title(
+    arrays: dict, catalog: _Catalog, title_vec: np.ndarray, n: int, rng: np.random.Generator
+) -> None:
+    """Shot start/end times (gamma lengths) and the noisy title embedding of one title."""
+    shot_lengths = rng.gamma(2.0, 2.0, n) + 0.5
+    end = np.cumsum(shot_lengths)
+    arrays["start_s"] = end - shot_lengths
+    arrays["end_s"] = end
+    noisy_title = title_vec + rng.standard_normal(LATENT) / np.sqrt(LATENT) * 1.5
+    arrays["title_embedding"] = noisy_title @ catalog.title_projection
 
 
 def _clip_adder(clips: list[dict], title_id: str, split: str):
