@@ -230,8 +230,7 @@ def _cmd_search(args: argparse.Namespace) -> None:
     from mediafm_jax.data import source
     from mediafm_jax.data.store import ShotStore
 
-    if args.k < 1:
-        raise UsageError(f"--k {args.k}: need at least 1 neighbour")
+    search.capped_k(args.k, args.k)  # k < 1 is one line before any work
     if (args.shot is None) == (args.clip is None):
         raise UsageError("give --shot I or --clip START:END (one of them)")
     clip = _parse_clip(args.clip) if args.clip is not None else None
@@ -247,9 +246,11 @@ def _cmd_search(args: argparse.Namespace) -> None:
     searcher = search.Searcher(
         store, args.emb, method=args.method, backend=args.backend, index_cache=True
     )
-    hits = searcher.search(
+    hits, note = searcher.neighbours(
         args.title, args.shot, k=args.k, clip=clip, exclude_title=args.exclude_title
     )
+    if note:
+        print(f"search: {note}", file=sys.stderr)
     table = search.format_hits(query, hits, args.method, searcher.index.name, store.num_shots)
     if args.json:
         record = {

@@ -430,6 +430,18 @@ def resolve_query(
     )
 
 
+def capped_k(k: int, available: int, what: str = "shots") -> tuple[int, str]:
+    """(neighbours to return, a note or ""): the one rule for ``k`` of ``mediafm search``
+    and ``browse``. Below 1 is an error; above what the catalog can return it is cut to
+    that and said (asking a million of 3,000 shots is a typo or "all of them", and an
+    index must not allocate a million slots for it)."""
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise SearchError(f"k={k}: need at least 1 neighbour")
+    if k <= available:
+        return int(k), ""
+    return available, f"k={k}: only {available} {what} can be returned; returning {available}"
+
+
 class Searcher:
     """A catalog's vectors and engine, built once and queried many times (notebooks).
 
@@ -507,17 +519,33 @@ class Searcher:
         clip: tuple[int, int] | None = None,
         exclude_title: bool = False,
     ) -> list[Hit]:
-        """The ``k`` nearest shots to a shot or clip; ``exclude_title`` skips its own title."""
-        if int(k) < 1:
-            raise SearchError(f"k={k}: need at least 1 neighbour")
+        """The ``k`` nearest shots to a shot or clip; ``exclude_title`` skips its own title.
+        Fewer when fewer can be returned (``neighbours`` also says so)."""
+        return self.neighbours(title, shot, k, clip, exclude_title)[0]
+
+    def neighbours(
+        self,
+        title: str | int,
+        shot: int | None = None,
+        k: int = 10,
+        clip: tuple[int, int] | None = None,
+        exclude_title: bool = False,
+    ) -> tuple[list[Hit], str]:
+        """(hits, note): ``search``, with the note ``capped_k`` gives when ``k`` was cut."""
         query = self.resolve(title, shot, clip)
-        exclude = [self.store.title_rows(query.title)] if exclude_title else None
-        ids, scores = self.index.search(self.query_vector(query)[None], int(k), exclude)
+        rows = self.store.title_rows(query.title)
+        available = self.store.num_shots - (rows[1] - rows[0] if exclude_title else 0)
+        k, note = capped_k(k, available, "other titles' shots" if exclude_title else "shots")
+        if k == 0:
+            return [], note
+        exclude = [rows] if exclude_title else None
+        ids, scores = self.index.search(self.query_vector(query)[None], k, exclude)
         self._check_scores(ids[0], scores[0])
-        return [
+        hits = [
             self._hit(rank + 1, int(row), float(s))
             for rank, (row, s) in enumerate(zip(ids[0], scores[0], strict=True))
         ]
+        return hits, note
 
     def _check_scores(self, ids: np.ndarray, scores: np.ndarray) -> None:
         """A score no cosine of unit vectors can have (NaN, or beyond [-1, 1]) is an error

@@ -197,6 +197,27 @@ def test_catalog_pages_read_no_shot_vectors(tiny_store, monkeypatch):
     assert reads == [catalog.store.title_rows(4)]
 
 
+def test_neighbours_k_follows_the_search_rule(video_catalog):
+    """k below 1 is an error and k beyond the catalog is cut and said, as in ``mediafm
+    search`` (``search.capped_k``); the page's own bound is MAX_K cards."""
+    catalog = Catalog(str(video_catalog / "store"))
+    shots = catalog.store.num_shots
+    assert 2 < shots < 50, shots  # two short videos
+    for k in (0, -2):
+        with pytest.raises(search.SearchError, match=f"k={k}: need at least 1 neighbour"):
+            catalog.neighbours(0, 1, k, method="concat")
+    with pytest.raises(search.SearchError, match="k=101: at most 100"):
+        catalog.neighbours(0, 1, 101, method="concat")
+    answer = catalog.neighbours(0, 1, 2, method="concat")
+    assert len(answer["hits"]) == 2 and answer["note"] == ""
+    answer = catalog.neighbours(0, 1, 50, method="concat")
+    assert sorted(h["row"] for h in answer["hits"]) == list(range(shots))
+    assert answer["note"] == f"k=50: only {shots} shots can be returned; returning {shots}"
+    others = shots - catalog.store.title_length(0)
+    answer = catalog.neighbours(0, 1, 50, method="concat", exclude_title=True)
+    assert len(answer["hits"]) == others and f"only {others} other titles' shots" in answer["note"]
+
+
 # -- title -------------------------------------------------------------------------------------
 def test_title_page_loads_every_thumbnail_and_text(page, video_app, video_catalog, tmp_path):
     open_view(page, video_app.url + "#/title/0")

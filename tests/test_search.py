@@ -11,6 +11,7 @@ from PIL import Image
 import mediafm_jax
 from mediafm_jax import cli, embed, search, sheet
 from mediafm_jax.data import store as store_lib
+from mediafm_jax.data.embeddings import EmbeddingStore
 from mediafm_jax.data.store import ShotStore
 
 
@@ -256,7 +257,8 @@ def test_bad_input_exits_2_with_one_line(store, emb, tmp_path, capsys):
     cases = {
         "unknown title id 'nope'": ["--title", "nope", "--shot", "0"],
         "out of range": ["--title", title, "--shot", str(length)],
-        "--k 0": ["--title", title, "--shot", "0", "--k", "0"],
+        "k=0: need at least 1 neighbour": ["--title", title, "--shot", "0", "--k", "0"],
+        "k=-3: need at least 1 neighbour": ["--title", title, "--shot", "0", "--k", "-3"],
         "clip 5:2 out of range": ["--title", title, "--clip", "5:2"],
         "expected START:END": ["--title", title, "--clip", "5"],
         "points into the input": ["--title", title, "--shot", "0", "--sheet", f"{store.root}/x.png"],
@@ -293,6 +295,46 @@ def test_bad_input_exits_2_with_one_line(store, emb, tmp_path, capsys):
         == 0
     )
     assert sheet.is_our_png(foreign)
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss"])
+def test_k_beyond_the_catalog_is_capped_with_a_line(store, emb, context, backend, tmp_path, capsys):
+    """Every shot (or every other title's shot) once, best first, and one line saying so."""
+    if backend == "faiss" and not importlib.util.find_spec("faiss"):
+        pytest.skip("[search] extra not installed")
+    shutil.copytree(emb.root, tmp_path / "emb")  # the faiss index is cached beside the vectors
+    emb = EmbeddingStore(str(tmp_path / "emb"))
+    title, shot = store.title_ids[2], 5
+    first, stop = store.title_rows(2)
+    for exclude, available in [(False, store.num_shots), (True, store.num_shots - (stop - first))]:
+        extra = ["--exclude-title"] if exclude else []
+        argv = search_args(store, emb, "--title", title, "--shot", str(shot), "--k", "1000000")
+        assert cli.main([*argv, "--json", "--backend", backend, *extra]) == 0
+        captured = capsys.readouterr()
+        hits = json.loads(captured.out)["hits"]
+        rows = [h["row"] for h in hits]
+        expected = set(range(store.num_shots)) - (set(range(first, stop)) if exclude else set())
+        assert len(rows) == available and set(rows) == expected
+        ref_ids, ref_scores = brute_force(context.vectors_nd, context.vectors_nd[first + shot], 20,
+                                          skip=(first, stop) if exclude else None)  # fmt: skip
+        scores = np.array([h["score"] for h in hits[:20]])
+        assert_same_up_to_ties(np.array(rows[:20]), scores, ref_ids, ref_scores)
+        lines = [x for x in captured.err.splitlines() if "index" not in x]  # faiss: cache lines
+        assert lines == [f"search: k=1000000: only {available} "
+                         f"{'other titles' + chr(39) + ' shots' if exclude else 'shots'} "
+                         f"can be returned; returning {available}"]  # fmt: skip
+    # k within the catalog: no line
+    assert cli.main(search_args(store, emb, "--title", title, "--shot", "1", "--k", "3")) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_capped_k_is_one_rule():
+    assert search.capped_k(5, 10) == (5, "")
+    assert search.capped_k(10, 10) == (10, "")
+    assert search.capped_k(11, 10) == (10, "k=11: only 10 shots can be returned; returning 10")
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(search.SearchError, match="need at least 1 neighbour"):
+            search.capped_k(bad, 10)
 
 
 @pytest.mark.skipif(not importlib.util.find_spec("faiss"), reason="[search] extra not installed")

@@ -342,15 +342,16 @@ class Catalog:
     def neighbours(
         self, title: int, shot: int, k: int = 10, method: str = "context", exclude_title=False
     ) -> dict[str, Any]:
-        if not 1 <= k <= MAX_K:
-            raise SearchError(f"k={k}: between 1 and {MAX_K}")
+        if k > MAX_K:  # a page holds MAX_K cards; k < 1 or beyond the catalog: search's rule
+            raise SearchError(f"k={k}: at most {MAX_K}")
         searcher = self.searcher(method)
         query = searcher.resolve(self.title_index(title), shot)
-        hits = searcher.search(title, shot, k=k, exclude_title=exclude_title)
+        hits, note = searcher.neighbours(title, shot, k=k, exclude_title=exclude_title)
         return {
             "query": query.as_dict(),
             "method": method,
             "engine": searcher.index.name,
+            "note": note,
             "hits": [self._hit(h.as_dict()) for h in hits],
         }
 
@@ -386,14 +387,16 @@ class Catalog:
     def say(self, phrase: str, k: int = 10) -> dict[str, Any]:
         if not phrase.strip():
             raise SearchError("type what is said")
-        if not 1 <= k <= MAX_K:
-            raise SearchError(f"k={k}: between 1 and {MAX_K}")
+        if k > MAX_K:
+            raise SearchError(f"k={k}: at most {MAX_K}")
+        search_lib.capped_k(k, k)  # k < 1 before the encoder loads
         with self._lock:
             if self._spoken is None:
                 name, recorded = self._text_encoder_spec()
                 self._spoken = SpokenIndex(self.store, name, recorded)
         spoken = self._spoken
-        hits = spoken.search(phrase, k)
+        k, cap_note = search_lib.capped_k(k, len(spoken.rows_n), "shots with text")
+        hits = spoken.search(phrase, k) if k else []
         out = []
         for rank, (row, score) in enumerate(hits, 1):
             title = int(np.searchsorted(self.store.offsets, row, side="right") - 1)
@@ -409,7 +412,8 @@ class Catalog:
                 "score": score,
             }
             out.append(self._hit(hit))
-        return {"phrase": phrase, "encoder": spoken.name, "note": spoken.note, "hits": out}
+        note = "; ".join(n for n in (spoken.note, cap_note) if n)
+        return {"phrase": phrase, "encoder": spoken.name, "note": note, "hits": out}
 
 
 class SpokenIndex:
@@ -453,8 +457,6 @@ class SpokenIndex:
 
     def search(self, phrase: str, k: int) -> list[tuple[int, float]]:
         """(store row, cosine) of the ``k`` shots whose text is nearest the phrase."""
-        if len(self.rows_n) == 0:
-            return []
         query_d = search_lib.unit_rows(self.encoder.embed([phrase])[0])
         ids, scores = search_lib.exact_search(self.vectors_nd, query_d[None], k)
         return [

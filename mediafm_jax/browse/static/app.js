@@ -245,7 +245,8 @@ async function showNeighbours() {
       el("div", { class: "muted", text: `${clock(h.start_s)}–${clock(h.end_s)}` }),
       h.text ? el("div", { class: "text", text: h.text }) : null));
   fill(section, section.firstChild, controls,
-    el("p", { class: "muted", text: `${data.method} vectors, ${data.engine} search over ${info.shots} shots` }),
+    el("p", { class: "muted", text: `${data.method} vectors, ${data.engine} search over ${info.shots} shots` +
+      (data.note ? ` (${data.note})` : "") }),
     el("div", { class: "hits", id: "hits" }, hits));
 }
 
