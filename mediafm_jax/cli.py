@@ -71,14 +71,21 @@ def _cmd_info(args: argparse.Namespace) -> None:
     from mediafm_jax.data import embeddings
     from mediafm_jax.data import store as store_lib
 
-    is_emb = outputs.kind_of(args.store) == "embeddings"  # the marker: a manifest may be damaged
-    manifest = store_lib.read_manifest(args.store, embeddings.REMEDY if is_emb else "re-ingest")
+    path = _info_path(args)
+    kind = outputs.kind_of(path)  # the marker: a manifest may be damaged
+    if kind not in (None, "store", "embeddings"):
+        raise UsageError(
+            f"{path}: is a {kind} folder; info reads a shot store (ingest) or an embedding "
+            "store (embed)"
+        )
+    is_emb = kind == "embeddings"
+    manifest = store_lib.read_manifest(path, embeddings.REMEDY if is_emb else "re-ingest")
     if manifest is not None and manifest.get("kind") == embeddings.KIND:
-        _info_embeddings(args)
+        _info_embeddings(path, args.verify)
         return
-    shots = store_lib.ShotStore(args.store)
+    shots = store_lib.ShotStore(path)
     lengths = np.diff(shots.offsets)
-    print(f"store      {args.store}")
+    print(f"store      {path}")
     print(f"titles     {shots.num_titles}")
     print(
         f"shots      {shots.num_shots} (per title: min {lengths.min()}, "
@@ -92,26 +99,46 @@ def _cmd_info(args: argparse.Namespace) -> None:
     print(f"title dim  {shots.title_dim}")
     splits = Counter(s or "(none)" for s in shots.splits)
     print("splits     " + ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
-    size = store_lib.disk_bytes(args.store)
+    size = store_lib.disk_bytes(path)
     print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
     if args.verify:
         _verify_store(shots)
 
 
-def _info_embeddings(args: argparse.Namespace) -> None:
+def _info_path(args: argparse.Namespace) -> str:
+    """The folder ``info`` reads: the positional, or ``--store`` / ``--emb`` as every other
+    command spells it (``--emb`` must then be an embedding store, ``--store`` a shot store)."""
+    from mediafm_jax import outputs
+
+    given = [
+        (f, v) for f, v in (("", args.path), ("--store", args.store), ("--emb", args.emb)) if v
+    ]
+    if len(given) != 1:
+        raise UsageError("give one folder: STORE or EMB (or --store STORE, or --emb EMB)")
+    flag, path = given[0]
+    kind = outputs.kind_of(path)
+    if flag == "--store" and kind == "embeddings":
+        raise UsageError(f"--store {path}: is an embedding store (--emb, or no flag)")
+    if flag == "--emb" and kind != "embeddings":
+        what = "a shot store" if kind == "store" else "not an embedding store"
+        raise UsageError(f"--emb {path}: is {what} (--store, or no flag)")
+    return path
+
+
+def _info_embeddings(path: str, verify: bool) -> None:
     from mediafm_jax.data import store as store_lib
     from mediafm_jax.data.embeddings import EmbeddingStore
 
-    emb = EmbeddingStore(args.store)
+    emb = EmbeddingStore(path)
     made = emb.manifest
-    print(f"store      {args.store} (embeddings)")
+    print(f"store      {path} (embeddings)")
     print(f"made by    run {made.get('run')}, step {made.get('step')}, readout {emb.layers}")
     print(f"from       {made.get('shot_store')}")
     print(f"titles     {len(emb.title_ids)}")
     print(f"shots      {emb.num_shots}, dim {made.get('shot_dim')}")
-    size = store_lib.disk_bytes(args.store)
+    size = store_lib.disk_bytes(path)
     print(f"on disk    {size / 1e6:.1f} MB" if size is not None else "on disk    (object store)")
-    if args.verify:
+    if verify:
         _verify_store(emb)
 
 
@@ -397,7 +424,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("info", help="summarize a shot store or an embedding store")
-    p.add_argument("store")
+    p.add_argument(
+        "path", nargs="?", metavar="STORE|EMB", help="a shot store (ingest) or embeddings (embed)"
+    )
+    p.add_argument("--store", help="the same, spelled as in other commands (a shot store)")
+    p.add_argument("--emb", help="the same, spelled as in other commands (an embedding store)")
     p.add_argument("--verify", action="store_true", help="hash every byte against the manifest")
     p.set_defaults(func=_cmd_info)
 

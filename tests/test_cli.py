@@ -25,6 +25,27 @@ def test_synth_ingest_info_train_embed_probe(tmp_path, capsys):
     assert (
         cli.main(["embed", "--workdir", run, "--store", store, "--out", str(tmp_path / "emb")]) == 2
     )
+    capsys.readouterr()
+    # info reads either store, positional or spelled as other commands spell it
+    emb = str(tmp_path / "emb")
+    for argv in (["info", emb], ["info", "--emb", emb]):
+        assert cli.main(argv) == 0
+        assert f"store      {emb} (embeddings)" in capsys.readouterr().out
+    assert cli.main(["info", "--store", store]) == 0
+    assert "titles     14" in capsys.readouterr().out
+    wrong = {
+        "--store " + emb: "is an embedding store",
+        "--emb " + store: "is a shot store",
+        str(src): "is a source folder; info reads a shot store (ingest) or an embedding store",
+        run: "is a run folder",
+        "": "give one folder",
+        f"{store} --emb {emb}": "give one folder",
+    }
+    for argv, expected in wrong.items():
+        assert cli.main(["info", *argv.split()]) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, argv
+        assert expected in captured.err, (argv, captured.err)
     report = tmp_path / "report"
     probe = ["probe", "--workdir", run, "--store", store, "--tasks", str(src / "probes.json")]
     probe += [
