@@ -15,10 +15,13 @@ from mediafm_jax.errors import (
     EXIT_BROKEN_PIPE,
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     EXIT_USER_ERROR,
     NonFiniteLossError,
+    Terminated,
     UsageError,
     UserError,
+    sigterm_raises,
     validation_message,
 )
 from mediafm_jax.readouts import READOUTS
@@ -163,7 +166,7 @@ def _start_distributed(args: argparse.Namespace) -> None:
     sharding.maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
 
 
-def _cmd_train(args: argparse.Namespace) -> None:
+def _cmd_train(args: argparse.Namespace) -> int:
     from mediafm_jax import config as config_lib
 
     _start_distributed(args)
@@ -174,13 +177,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
         from mediafm_jax.data.store import ShotStore
 
         _verify_store(ShotStore(args.store))
-    train.train(
+    result = train.train(
         config,
         args.store,
         args.workdir,
         stop_at=args.stop_at,
         allow_config_change=args.allow_config_change,
     )
+    # preempted: saved and said so; not done, so not 0 (a script must not go on to embed)
+    return EXIT_TERMINATED if result.get("preempted") else 0
 
 
 def _cmd_embed(args: argparse.Namespace) -> None:
@@ -606,14 +611,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
+        with sigterm_raises():
+            code = args.func(args)
     except UserError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except NonFiniteLossError as err:
         print(f"mediafm {args.command}: error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
-    except KeyboardInterrupt:  # Ctrl-C (and SIGTERM where a command maps it): no traceback
+    except Terminated:  # SIGTERM: no traceback, and not Ctrl-C's code
+        print(f"mediafm {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
+    except KeyboardInterrupt:  # Ctrl-C: no traceback
         print(f"mediafm {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `mediafm info STORE | head`: the reader left early

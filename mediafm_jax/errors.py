@@ -3,12 +3,16 @@
 A ``UserError`` is something the user can fix (bad input, bad config, a damaged store or
 checkpoint): the CLI prints its one-line message and exits with code 2. Anything else
 that escapes is a bug and keeps its traceback. ``TrainingDiverged`` exits with code 1;
-Ctrl-C prints one line and exits with code 130.
+Ctrl-C prints one line and exits with code 130, SIGTERM (``Terminated``) 143.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -53,9 +57,35 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/Inf loss or gradient; the run stops (exit code 1)."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a scheduler's stop, ``timeout``) while a command runs. A
+    ``KeyboardInterrupt`` so that everything that unwinds on Ctrl-C unwinds on it too; the
+    CLI tells them apart by exit code (143, not 130), as a shell would."""
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` in the main thread while the block runs (the one
+    place signals become exceptions; training's own handler saves a checkpoint first, and
+    takes over while its loop runs). Elsewhere than the main thread: nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for `kill PID`
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what `cat big | head` reports
 
 

@@ -1,10 +1,13 @@
 """The command line: every subcommand end to end on tiny inputs, and its error contract."""
 
 import json
+import os
+import signal
 
 import numpy as np
 
-from mediafm_jax import cli, outputs
+from mediafm_jax import cli, outputs, train
+from mediafm_jax.data import ingest
 
 
 def test_synth_ingest_info_train_embed_probe(tmp_path, capsys):
@@ -132,3 +135,46 @@ def test_demo_smoke(tmp_path, capsys):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("user data")
     assert cli.main(["demo", "--out", str(tmp_path / "other")]) == 2
+
+
+def test_sigterm_exits_143_and_says_so(tiny_source, tiny_store, tmp_path, monkeypatch, capsys):
+    """SIGTERM (kill, a scheduler, timeout) is 128 + 15, Ctrl-C 130, as a shell reports them:
+    ingest stops leaving nothing, training saves first and still says it did not finish."""
+    load_title = ingest._load_title
+    loaded = []
+
+    def load_then_kill(*args, signum=signal.SIGTERM):
+        loaded.append(1)
+        if len(loaded) == 3:
+            os.kill(os.getpid(), signum)
+        return load_title(*args)
+
+    monkeypatch.setattr(ingest, "_load_title", load_then_kill)
+    # a suite started in the background (`make test &`) inherits SIGINT ignored
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for signum, code, said in [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
+                                   (signal.SIGINT, 130, "interrupted")]:  # fmt: skip
+            loaded.clear()
+            monkeypatch.setattr(load_then_kill, "__kwdefaults__", {"signum": signum})
+            assert cli.main(["ingest", str(tiny_source), str(tmp_path / "store")]) == code
+            assert 3 <= len(loaded) < 12  # stopped at the third of 12 titles
+            assert capsys.readouterr().err.strip().splitlines() == [f"mediafm ingest: {said}"]
+            assert os.listdir(tmp_path) == []  # no store, no partial one
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the CLI put the default back
+
+    stop_init = train.StopSignal.__init__
+
+    def init_then_kill(self, *args):
+        stop_init(self, *args)
+        os.kill(os.getpid(), signal.SIGTERM)  # before the first step: saved after it
+
+    monkeypatch.setattr(train.StopSignal, "__init__", init_then_kill)
+    run = tmp_path / "run"
+    argv = ["train", "--config", "experiments/configs/tiny.py", "--store", tiny_store]
+    argv += ["--workdir", str(run), "--set", "checkpoint.async_save=false"]
+    assert cli.main(argv) == 143
+    assert "preempted (SIGTERM): saved step 1; rerun the same command" in capsys.readouterr().out
+    assert (run / "checkpoints" / "1").is_dir()

@@ -627,7 +627,7 @@ def _gone(pid: int) -> bool:
 
 @pytest.mark.parametrize(("signal_name", "workers"), [("SIGINT", 1), ("SIGTERM", 2)])
 def test_a_stopped_extract_leaves_no_half_title_and_resumes(tmp_path, signal_name, workers):
-    """Ctrl-C or SIGTERM mid-video: exit 130 with one line, no traceback; worker processes
+    """Ctrl-C or SIGTERM mid-video: exit 130 or 143 with one line, no traceback; workers
     stop too (SIGTERM killed only the parent, whose workers went on writing titles into
     OUT_SRC unrecorded); no temp folder is left; a rerun finishes the rest."""
     import signal
@@ -659,10 +659,13 @@ def test_a_stopped_extract_leaves_no_half_title_and_resumes(tmp_path, signal_nam
     while not any(marks.iterdir()) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.1)
     proc.send_signal(getattr(signal, signal_name))
-    _, err = proc.communicate(timeout=60)
+    out_text, err = proc.communicate(timeout=60)
     lines = err.decode().replace("\r", "\n").strip().splitlines()
-    assert proc.returncode == 130, err.decode()[-2000:]
-    assert lines[-1] == "mediafm extract: interrupted" and "Traceback" not in err.decode()
+    said = "terminated (SIGTERM)" if signal_name == "SIGTERM" else "interrupted"
+    assert proc.returncode == 128 + getattr(signal, signal_name), err.decode()[-2000:]
+    assert lines[-1] == f"mediafm extract: {said}" and "Traceback" not in err.decode()
+    kept = out_text.decode().strip().splitlines()[-1]  # the runner's line: what was kept
+    assert kept.startswith(said.split()[0] + ": ") and "rerun the same command" in kept
     pids = [int(p.name) for p in marks.iterdir()]
     deadline = time.time() + 15
     while not all(_gone(p) for p in pids) and time.time() < deadline:

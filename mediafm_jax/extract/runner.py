@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from mediafm_jax import outputs
 from mediafm_jax.data import source
-from mediafm_jax.errors import ExtractError
+from mediafm_jax.errors import ExtractError, Terminated, sigterm_raises
 from mediafm_jax.extract import encoders, speech, title
 from mediafm_jax.extract.settings import Settings
 
@@ -340,24 +340,6 @@ def _locked(out: Path) -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM stops an extract as Ctrl-C does: the titles in progress are unwound (their
-    temp folders removed), the finished ones recorded; a rerun resumes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def _plan(
     out: Path, videos: list[Video], settings: Settings
 ) -> tuple[dict[str, Any], list[Video], list[str]]:
@@ -399,10 +381,10 @@ def extract(
     """Extracts every video under ``inputs`` into ``out`` with ``settings`` (checked when
     they were built; ``settings.workers`` processes); returns what was done.
 
-    Ctrl-C or SIGTERM stops it (KeyboardInterrupt) with the finished videos recorded and
-    nothing half-written; worker processes stop with it. With ``settings.ray`` set, the
-    videos run as a Ray Data job (``ray_job``); the rest (lock, resume, records, summary)
-    is the same.
+    Ctrl-C or SIGTERM stops it (KeyboardInterrupt; ``errors.Terminated``) with the finished
+    videos recorded and nothing half-written; worker processes stop with it. With
+    ``settings.ray`` set, the videos run as a Ray Data job (``ray_job``); the rest (lock,
+    resume, records, summary) is the same.
     """
     started = time.perf_counter()
     settings = settings or Settings()
@@ -432,7 +414,7 @@ def extract(
 
         ray_job.check_address(settings.ray)
     outputs.claim_folder(out, "source", owns=LAYOUT, inputs=input_paths)
-    with _locked(out), _sigterm_interrupts():
+    with _locked(out), sigterm_raises():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
         return _run(out, settings, described, records, todo, skipped, passed_over, log, started)
 
@@ -526,10 +508,11 @@ def _run(
                 finish(*_run_one(v, out), overall)
         else:
             _run_pool(out, settings, todo, threads, lambda r: finish(*r, overall))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         log(
-            f"interrupted: {len(done)} extracted in this run are kept, the video(s) in "
-            "progress were discarded; rerun the same command to resume"
+            f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: {len(done)} "
+            "extracted in this run are kept, the video(s) in progress were discarded; rerun "
+            "the same command to resume"
         )
         raise
     finally:
