@@ -192,3 +192,27 @@ def test_sigkill_to_an_actor_mid_video_leaves_every_title_whole(cluster, tmp_pat
     )
     assert not (out / ".tmp").exists()
     assert not list(out.rglob("*.tmp*"))
+
+
+def test_a_bad_address_is_one_line_naming_what_was_typed(videos, tmp_path, capsys):
+    """No cluster needed: nothing listening, a malformed address, Ray Client; each is one
+    line that names the address as typed (Ray swaps 127.0.0.1 for this machine's own
+    address), before anything is written."""
+    from mediafm_jax import cli
+
+    port = _free_port()
+    cases = {
+        f"127.0.0.1:{port}": f"--ray 127.0.0.1:{port}: no Ray head answers (ConnectionRefused",
+        f"localhost:{port}": f"--ray localhost:{port}: no Ray head answers (ConnectionRefused",
+        ":5": "--ray :5: expected HOST:PORT of a Ray head",
+        "head:63790x": "--ray head:63790x: expected HOST:PORT",
+        "head": "--ray head: expected HOST:PORT",
+        "ray://127.0.0.1:10001": "--ray ray://127.0.0.1:10001: Ray Client (ray://) is not",
+    }
+    for address, expected in cases.items():
+        out = tmp_path / "out"
+        assert cli.main(["extract", str(videos), str(out), "--ray", address]) == 2, address
+        captured = capsys.readouterr()
+        assert len(captured.err.strip().splitlines()) == 1, captured.err
+        assert captured.err.startswith(f"mediafm extract: error: {expected}"), captured.err
+        assert not out.exists()

@@ -92,24 +92,40 @@ def check_address(address: str) -> None:
         from ray._private import services
     except ImportError:
         raise ExtractError("--ray needs Ray: pip install 'mediafm-jax[ray]'") from None
+    flag = "--ray"
     if not address:
         address = os.environ.get("RAY_ADDRESS", "")
         if not address:
             return
-
+        flag = "--ray (RAY_ADDRESS)"
+    if address.startswith("ray://"):
+        raise ExtractError(
+            f"{flag} {address}: Ray Client (ray://) is not supported; give the head's "
+            "HOST:PORT (its GCS port, 6379 by default) and run extract on a cluster node"
+        )
+    host, colon, port = address.rpartition(":")
+    if address not in ("auto", "local") and not (
+        colon and host.strip("[]") and port.isdigit() and 0 < int(port) < 65536
+    ):  # before Ray, which logs a traceback for some of these and hangs on others
+        raise ExtractError(
+            f"{flag} {address}: expected HOST:PORT of a Ray head (e.g. 127.0.0.1:6379), "
+            "auto or local"
+        )
     try:
         resolved = services.canonicalize_bootstrap_address(address)
     except (ConnectionError, ValueError) as err:
-        raise ExtractError(f"--ray {address}: {err}") from None
+        raise ExtractError(f"{flag} {address}: {err}") from None
     if resolved is None:  # "local": a new cluster on this machine
         return
     host, _, port = resolved.rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
-    except (OSError, ValueError) as err:
+    except OSError as err:
+        # Ray dials a loopback head at this machine's own address; the user typed theirs
+        dialed = f" at {resolved}, Ray's address for it" if resolved != address else ""
         raise ExtractError(
-            f"--ray {address}: no Ray head answers at {resolved} ({err.__class__.__name__}); "
-            "is the cluster up (ray start --head / ray up)?"
+            f"{flag} {address}: no Ray head answers ({err.__class__.__name__}{dialed}); is "
+            "the cluster up (ray start --head / ray up)?"
         ) from None
 
 
