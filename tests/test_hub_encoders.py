@@ -304,6 +304,35 @@ def test_damaged_weights_name_the_model_not_the_video(offline, tmp_path, damage)
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_weights_stop_extract_before_any_video(
+    offline, bikes_folder, tmp_path, monkeypatch, capsys, damage
+):
+    """Checked once, before any video is decoded (was: every video decoded, then failed
+    one by one on the same model): one line naming the option and the folder, exit 2,
+    nothing written."""
+    from mediafm_jax.extract import title
+
+    _, folders, _ = offline
+    folder = tmp_path / "clip copy"
+    shutil.copytree(folders[CLIP_ID], folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    else:
+        weights.unlink()
+    touched = []
+    monkeypatch.setattr(title, "extract_video", lambda *a, **k: touched.append(a) or 1 / 0)
+    out = tmp_path / "src"
+    for workers in ("1", "2"):
+        argv = [bikes_folder, out, "--video-encoder", f"clip:{folder}", "--no-speech"]
+        code, stdout, err = _extract([*argv, "--workers", workers], capsys)
+        assert code == 2 and stdout == "", err
+        prefix = f"--video-encoder clip:{folder}: cannot load the model in {folder} ("
+        assert err.startswith(f"mediafm extract: error: {prefix}") and err.count("\n") == 1
+        assert touched == [] and not out.exists()
+
+
 # --- the OpenAI-compatible endpoint ---------------------------------------------------
 
 

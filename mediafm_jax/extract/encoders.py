@@ -48,6 +48,7 @@ class Encoder:
     name: ClassVar[str]
     dim: ClassVar[int]
     weights_sha256: ClassVar[str | None] = None
+    check_by_loading: ClassVar[bool] = False  # loaded once before any video (Models.check_loads)
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads

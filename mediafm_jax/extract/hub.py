@@ -99,6 +99,7 @@ def _pool_by_counts(features_fd: np.ndarray, counts: list[int]) -> np.ndarray:
 class HubEncoder(encoders.Encoder):
     """An encoder whose weights are a model folder; subclassed once per ``family:id``."""
 
+    check_by_loading = True  # weights no sha256 pins: a truncated download fails to load
     family: ClassVar[str]
     model_id: ClassVar[str]
     folder: ClassVar[Path]

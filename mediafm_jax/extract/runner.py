@@ -261,8 +261,10 @@ def is_done(record: dict[str, Any] | None, video: Video, out: Path) -> bool:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(settings: Settings, threads: int, slots: Any, stop: Any = None) -> None:
-    _WORKER["models"] = title.Models(settings, threads)
+def _init_worker(
+    settings: Settings, threads: int, slots: Any, stop: Any = None, models: Any = None
+) -> None:
+    _WORKER["models"] = models or title.Models(settings, threads)
     _WORKER["slot"] = slots.get() if slots is not None else 0
     _WORKER["stop"], _WORKER["parent"] = stop, os.getppid()
     if stop is not None:  # a worker process: it stops when the parent says so or dies
@@ -413,10 +415,20 @@ def extract(
         from mediafm_jax.extract import ray_job
 
         ray_job.check_address(settings.ray)
+    models = title.Models(settings, _threads(settings))
+    if todo:  # damaged weights: one line now, not a failure per video after its decoding
+        models.check_loads()
     outputs.claim_folder(out, "source", owns=LAYOUT, inputs=input_paths)
     with _locked(out), sigterm_raises():
         records, todo, skipped = _plan(out, videos, settings)  # as of now, under the lock
-        return _run(out, settings, described, records, todo, skipped, passed_over, log, started)
+        return _run(
+            out, settings, described, records, todo, skipped, passed_over, log, started, models
+        )
+
+
+def _threads(settings: Settings) -> int:
+    """CPU threads of each worker: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // settings.workers)
 
 
 def check_encoders(out: Path, described: list[dict[str, Any]]) -> None:
@@ -448,6 +460,7 @@ def _run(
     passed_over: dict[str, str],
     log: Any,
     started: float,
+    models: title.Models,
 ) -> Summary:
     if (out / ".tmp").is_dir():  # half-built titles of an interrupted run (ours)
         shutil.rmtree(out / ".tmp")
@@ -495,18 +508,20 @@ def _run(
             say(f"FAILED {title_id}: {record['error']}")
 
     workers = settings.workers
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = _threads(settings)
     overall = tqdm(total=len(todo), desc="videos", unit="video", position=0, disable=None)
     try:
         if settings.ray is not None and todo:
             from mediafm_jax.extract import ray_job
 
+            models.clear()  # the actors load their own
             ray_job.run(out, settings, todo, threads, lambda r: finish(*r, overall))
         elif workers == 1 or len(todo) <= 1:
-            _init_worker(settings, threads, None)
+            _init_worker(settings, threads, None, models=models)  # the ones checked: no reload
             for v in todo:
                 finish(*_run_one(v, out), overall)
         else:
+            models.clear()  # the workers load their own
             _run_pool(out, settings, todo, threads, lambda r: finish(*r, overall))
     except KeyboardInterrupt as stop:
         log(

@@ -52,6 +52,20 @@ class Models:
             self.load_s[kind] = round(time.perf_counter() - started, 3)
         return self._cache[kind]
 
+    def check_loads(self) -> None:
+        """Loads now each encoder that is a model folder a library reads (hub ``family:id``),
+        so damaged weights (a truncated download) are one line naming the folder before any
+        video is decoded, not a failure per video after its decoding. Built-in weights are
+        checked by sha256 when described; a plug-in's are its own business."""
+        for kind in encoders.KINDS:
+            spec = getattr(self.settings, f"{kind}_encoder")
+            if encoders.resolve(kind, spec).check_by_loading:
+                self.get(kind)
+
+    def clear(self) -> None:
+        """Drops the loaded encoders (worker processes load their own)."""
+        self._cache.clear()
+
 
 class _Timer:
     def __init__(self) -> None:
