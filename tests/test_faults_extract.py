@@ -59,6 +59,68 @@ def test_a_failed_redo_keeps_the_earlier_good_title(tmp_path):
     fault_held()
 
 
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory):
+    """film.mp4 extracted from bikes, and what the same run makes of a different film."""
+    root = tmp_path_factory.mktemp("versions")
+    for version, make in (("old", lambda p: shutil.copy(media.bikes(), p)),
+                          ("new", lambda p: media.mux_clip(p, speech_at_s=1.0))):  # fmt: skip
+        (root / version / "in").mkdir(parents=True)
+        make(root / version / "in" / "film.mp4")
+        if version == "new":  # subtitles: its text differs too
+            (root / "new" / "in" / "film.srt").write_text(
+                "1\n00:00:01,000 --> 00:00:04,000\nA new line.\n", encoding="utf-8"
+            )
+        assert not extract([root / version / "in"], root / version / "out", FAST).failed
+    return root
+
+
+def _title(out: Path) -> tuple[str, dict, dict]:
+    """What a reader of the title sees: its npz arrays, thumbnails and text, as digests."""
+    import hashlib
+
+    with np.load(out / "shots" / "film.npz") as data:
+        arrays = hashlib.sha256(b"".join(data[k].tobytes() for k in sorted(data.files)))
+    return arrays.hexdigest(), tree_hashes(out / "thumbs" / "film"), tree_hashes(out / "text")
+
+
+@pytest.mark.parametrize("fail_at", [1, 2, 3, 4, 5, 6])
+def test_a_redo_stopped_mid_commit_leaves_the_whole_old_title(
+    two_versions, tmp_path, monkeypatch, fail_at
+):
+    """A redo whose commit stops at any of its renames (each piece set aside, then the new
+    one in): the title is the whole old one, never new thumbnails beside the old npz"""
+    out = tmp_path / "out"
+    shutil.copytree(two_versions / "old" / "in", tmp_path / "in")
+    assert not extract([tmp_path / "in"], out, FAST, log=lambda *_: None).failed
+    old = _title(out)
+    assert old == _title(two_versions / "old" / "out")
+    new = _title(two_versions / "new" / "out")
+    assert all(a != b for a, b in zip(old, new, strict=True))  # every piece tells them apart
+    for name in ("film.mp4", "film.srt"):
+        shutil.copy(two_versions / "new" / "in" / name, tmp_path / "in" / name)
+    replace, calls = os.replace, []
+
+    def failing_replace(a, b):
+        committing = ".tmp" not in Path(a).parts or ".tmp" not in Path(b).parts
+        if committing and "film" in f"{a}{b}":  # not the npz's or extract.json's own writes
+            calls.append(a)
+            if len(calls) == fail_at:
+                raise OSError(28, "No space left on device")
+        replace(a, b)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    summary = extract([tmp_path / "in"], out, FAST, log=lambda *_: None)
+    assert summary.kept == ["film"] and "No space left" in summary.failed["film"]
+    assert _title(out) == old
+    monkeypatch.setattr(os, "replace", replace)
+    assert len(calls) >= fail_at  # it did stop there (the rest: putting the old one back)
+    summary = extract([tmp_path / "in"], out, FAST, log=lambda *_: None)
+    assert summary.done == ["film"] and not summary.failed
+    assert _title(out) == new and not list((out / ".tmp").glob("*"))
+    fault_held()
+
+
 ENCODER = ["--video-encoder", "test_extract:MeanColour", "--no-speech"]  # FAST, by flags
 
 

@@ -361,15 +361,33 @@ def _embed_texts(models: Models, texts: list[str]) -> np.ndarray:
 
 
 def _commit(tmp: Path, out: Path, title_id: str) -> None:
-    """Moves a finished title into place: thumbs folder, transcript, then the npz last."""
+    """Moves a finished title into place: thumbs folder, transcript, then the npz last, each
+    earlier version first renamed aside into ``tmp``. Anything that stops it half-way (an
+    OSError, Ctrl-C, SIGTERM) puts the earlier version back, so the title is all old or
+    all new, never new thumbnails beside the old npz; a rerun then redoes it."""
     for folder in (source.SHOTS, source.THUMBS, source.TEXT):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    thumbs = source.thumbs_dir(out, title_id)
-    if thumbs.exists():
-        thumbs.rename(tmp / "old_thumbs")
-    source.thumbs_dir(tmp, title_id).rename(thumbs)
-    os.replace(source.text_path(tmp, title_id), source.text_path(out, title_id))
-    os.replace(source.shots_path(tmp, title_id), source.shots_path(out, title_id))
+    pieces = [
+        (source.thumbs_dir(tmp, title_id), source.thumbs_dir(out, title_id)),
+        (source.text_path(tmp, title_id), source.text_path(out, title_id)),
+        (source.shots_path(tmp, title_id), source.shots_path(out, title_id)),
+    ]
+    done: list[tuple[Path, Path, Path | None]] = []  # (new, its place, the old one aside)
+    try:
+        for index, (new, place) in enumerate(pieces):
+            aside = None
+            if place.exists():
+                aside = tmp / f"old-{index}"
+                os.replace(place, aside)
+            done.append((new, place, aside))
+            os.replace(new, place)
+    except BaseException:
+        for new, place, aside in reversed(done):
+            if place.exists() and not new.exists():
+                os.replace(place, new)  # the new piece back where it came from
+            if aside is not None and aside.exists():
+                os.replace(aside, place)
+        raise
 
 
 def remove_title(out: Path, title_id: str) -> None:
