@@ -224,17 +224,65 @@ def test_out_dir_safety_and_dry_run(videos, tmp_path, capsys):
     assert not (tmp_path / "dry").exists()
 
 
-def test_two_workers_match_one(extracted, videos, tmp_path):
+def test_two_workers_match_one(extracted, videos, tmp_path, monkeypatch):
+    """Worker processes (one OpenMP thread each, as Ray's) write what one process writes."""
     out, _, _ = extracted
     folder = tmp_path / "two"
     folder.mkdir()
     for name in ("bikes.mp4", "broken.mp4"):
         shutil.copy(videos / name, folder / name)
-    summary = extract([folder], tmp_path / "out2", Settings(workers=2), log=lambda *_: None)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    lines: list[str] = []
+    summary = extract([folder], tmp_path / "out2", Settings(workers=2), log=lines.append)
     assert summary.done == ["bikes"] and list(summary.failed) == ["broken"]
+    assert any(x.startswith("2 worker processes") and "OMP_NUM_THREADS=1 in each" in x
+               for x in lines), lines  # fmt: skip
+    assert "OMP_NUM_THREADS" not in os.environ  # this process's own is as it was
     a, b = _load(out, "bikes"), _load(tmp_path / "out2", "bikes")
-    np.testing.assert_allclose(a["start_s"], b["start_s"])
-    np.testing.assert_allclose(a["video"], b["video"], atol=1e-4)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], atol=1e-4, err_msg=key)
+
+
+ENV_ENCODER = """
+import os
+from pathlib import Path
+import numpy as np
+from mediafm_jax.extract import encoders
+
+class Env(encoders.Encoder):
+    kind, name, dim = "video", "env_test", 3
+
+    def embed(self, shots):
+        Path(os.environ["ENV_MARKS"], str(os.getpid())).write_text(
+            os.environ.get("OMP_NUM_THREADS", "unset"))
+        return np.stack([s.reshape(-1, 3).mean(0) / 255 for s in shots])
+"""
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_workers_get_one_omp_thread_unless_the_user_chose(videos, tmp_path, monkeypatch, given):
+    (tmp_path / "env_enc.py").write_text(ENV_ENCODER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setenv("ENV_MARKS", str(marks))
+    if given is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", given)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(videos / "bikes.mp4", folder / f"{name}.mp4")
+    settings = Settings(video_encoder="env_enc:Env", speech=False, workers=2)
+    lines: list[str] = []
+    assert not extract([folder], tmp_path / "out", settings, log=lines.append).failed
+    seen = {p.read_text() for p in marks.iterdir()}
+    assert seen == {given or "1"} and len(list(marks.iterdir())) >= 1
+    note = "OMP_NUM_THREADS=3 as set" if given else "OMP_NUM_THREADS=1 in each"
+    assert any(x.startswith("2 worker processes") and note in x for x in lines), lines
+    assert os.environ.get("OMP_NUM_THREADS") == given
 
 
 def test_rerun_skips_finished_videos_and_redoes_changed_ones(extracted, videos, capsys):

@@ -111,7 +111,17 @@ def main() -> None:
     parser.add_argument("--no-frames", action="store_true", help="skip the frames study")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray rows")
     parser.add_argument("--no-hub", action="store_true", help="skip CLIP + wav2vec2")
+    parser.add_argument(
+        "--omp-ab",
+        type=int,
+        metavar="ROUNDS",
+        help="only: 2 local workers, OMP_NUM_THREADS "
+        "as before (all cores) vs 1 (the default now), alternated ROUNDS times",
+    )
     args = parser.parse_args()
+    if args.omp_ab:
+        omp_ab(build_videos(args.out / "videos", args.videos, args.loops), args.out, args.omp_ab)
+        return
     if not args.no_frames:
         frames_study()
     if args.frames_only:
@@ -154,6 +164,29 @@ def main() -> None:
         results.append({"hub_encoders": rows})
     print(f"\nload average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
+
+
+def omp_ab(videos: list[Path], out: Path, rounds: int) -> None:
+    """Local 2-worker wall time with each worker's OpenMP pools at every core (what they
+    had before the runner set ``OMP_NUM_THREADS=1``) and at one, alternated in one run so
+    that the machine's load falls on both alike; prints the ratio, not a speed."""
+    walls: dict[str, list[float]] = {"all cores": [], "1": []}
+    for _ in range(rounds):
+        for label in walls:
+            if label == "1":
+                os.environ.pop("OMP_NUM_THREADS", None)  # the runner's default
+            else:
+                os.environ["OMP_NUM_THREADS"] = str(os.cpu_count())
+            walls[label].append(run(videos, out / "src_omp", 2)["wall_s"])
+            print(f"OMP_NUM_THREADS {label}: {walls[label][-1]:.1f} s", flush=True)
+    os.environ.pop("OMP_NUM_THREADS", None)
+    before, now = (float(np.median(walls[k])) for k in ("all cores", "1"))
+    print("\n| OMP_NUM_THREADS per worker | median wall s | runs |")
+    print("|---|---:|---:|")
+    for label, wall in (("all cores (before)", before), ("1 (now)", now)):
+        print(f"| {label} | {wall:.1f} | {rounds} |")
+    print(f"\n1 thread / all cores: {now / before:.2f}x the wall time")
+    print(f"load average at the end: {os.getloadavg()} on {os.cpu_count()} cores")
 
 
 @contextlib.contextmanager

@@ -522,7 +522,7 @@ def _run(
                 finish(*_run_one(v, out), overall)
         else:
             models.clear()  # the workers load their own
-            _run_pool(out, settings, todo, threads, lambda r: finish(*r, overall))
+            _run_pool(out, settings, todo, threads, lambda r: finish(*r, overall), log)
     except KeyboardInterrupt as stop:
         log(
             f"{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: {len(done)} "
@@ -559,12 +559,34 @@ def _run(
     return summary
 
 
+OMP = "OMP_NUM_THREADS"
+
+
+@contextlib.contextmanager
+def _one_omp_thread() -> Iterator[str]:
+    """``OMP_NUM_THREADS=1`` in the environment worker processes are spawned with, unless
+    the user set it, as Ray does for its workers: each worker already runs ``threads``
+    encoder threads, and OpenMP pools sized to every core on top of them oversubscribe
+    (measured in docs/CATALOGS.md). Yields what was done, for the log line."""
+    given = os.environ.get(OMP)
+    if given is not None:
+        yield f"{OMP}={given} as set"
+        return
+    os.environ[OMP] = "1"
+    try:
+        yield f"{OMP}=1 in each (as Ray's workers; set {OMP} to choose)"
+    finally:
+        if os.environ.get(OMP) == "1":
+            del os.environ[OMP]
+
+
 def _run_pool(
     out: Path,
     settings: Settings,
     todo: list[Video],
     threads: int,
     finish: Any,
+    log: Any = print,
 ) -> None:
     """``todo`` across worker processes; on an interrupt the workers unwind and exit
     before this returns (none is left running or writing into ``out``)."""
@@ -572,13 +594,16 @@ def _run_pool(
     slots, stop = context.Queue(), context.Event()
     for i in range(settings.workers):
         slots.put(i)
+    count = min(settings.workers, len(todo))
     pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(settings.workers, len(todo)),
+        max_workers=count,
         mp_context=context,
         initializer=_init_worker,
         initargs=(settings, threads, slots, stop),
     )
-    futures = [pool.submit(_run_one, v, out) for v in todo]
+    with _one_omp_thread() as omp:  # spawned at the first submit, with this environment
+        log(f"{count} worker processes, {threads} threads each, {omp}")
+        futures = [pool.submit(_run_one, v, out) for v in todo]
     handled: set[concurrent.futures.Future] = set()
     try:
         for future in concurrent.futures.as_completed(futures):
