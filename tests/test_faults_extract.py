@@ -88,8 +88,10 @@ def _title(out: Path) -> tuple[str, dict, dict]:
 def test_a_redo_stopped_mid_commit_leaves_the_whole_old_title(
     two_versions, tmp_path, monkeypatch, fail_at
 ):
-    """A redo whose commit stops at any of its renames (each piece set aside, then the new
-    one in): the title is the whole old one, never new thumbnails beside the old npz"""
+    """A redo stopped at any rename of its commit: all of the old title, never half new
+
+    Each piece is set aside, then the new one moved in (never new thumbnails beside the
+    old npz); a rerun completes the redo."""
     out = tmp_path / "out"
     shutil.copytree(two_versions / "old" / "in", tmp_path / "in")
     assert not extract([tmp_path / "in"], out, FAST, log=lambda *_: None).failed
