@@ -25,7 +25,7 @@ av = pytest.importorskip("av", reason="needs the [extract] extra")
 
 from faults import assert_one_line_error, tree_hashes  # noqa: E402
 
-from mediafm_jax import embed, search  # noqa: E402
+from mediafm_jax import embed, outputs, search  # noqa: E402
 from mediafm_jax.browse import BrowseServer, Catalog  # noqa: E402
 from mediafm_jax.data import ingest  # noqa: E402
 from mediafm_jax.extract import extract, media  # noqa: E402
@@ -412,6 +412,8 @@ def _free_port() -> int:
 
 BAD_STARTS = {  # case: (arguments after --store, what the line names)
     "missing store": (["{tmp}/nope"], "not a complete shot store"),
+    "an ingest source as the store": (["{src}"], "is an ingest source, not a shot store (make"),
+    "a run folder as the store": (["{tmp}/run"], "run: is a run folder, not a shot store"),
     "damaged store": (["{tmp}/damaged"], "manifest"),
     "embeddings of another store": (["{store}", "--emb", "{emb}"], "not aligned"),
     "not an embedding store": (["{store}", "--emb", "{store}"], "not a complete embedding store"),
@@ -430,10 +432,13 @@ def test_bad_inputs_are_one_line_at_start_up(case, video_catalog, emb, tmp_path,
     shutil.copytree(store, tmp_path / "damaged")
     manifest = tmp_path / "damaged" / "manifest.json"
     manifest.write_text(manifest.read_text().replace('"shots"', '"shotz"', 1))
+    (tmp_path / "run").mkdir()
+    outputs.write_marker(tmp_path / "run", "run")  # what `mediafm train` leaves
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
-        names = {"tmp": tmp_path, "store": store, "emb": emb.root, "busy": busy.getsockname()[1]}
+        names = {"tmp": tmp_path, "store": store, "emb": emb.root, "busy": busy.getsockname()[1],
+                 "src": video_catalog / "src"}  # fmt: skip
         args, needle = BAD_STARTS[case]
         argv = ["browse", "--store", *(a.format(**names) for a in args)]
         line = assert_one_line_error(argv, capsys, video_catalog, needle)

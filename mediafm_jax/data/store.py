@@ -289,6 +289,24 @@ def read_array(root: str, name: str) -> np.ndarray:
         raise StoreError(f"{root}/{name}: cannot be read ({_first_line(err)}); re-ingest") from None
 
 
+def _why_no_store(root: str) -> str:
+    """What a folder without a manifest is: another output of ours named by its marker (a
+    source, a run, a demo: the usual slip for --store), else an unfinished store."""
+    from mediafm_jax import outputs
+
+    kind = outputs.kind_of(root) if is_local(root) else None
+    if kind == "source":
+        return f"is an ingest source, not a shot store (make one: mediafm ingest {root} STORE)"
+    if kind == "demo":
+        return f"is a demo folder, not a shot store (its store is {os.path.join(root, 'store')})"
+    if kind is not None and kind != "store":
+        return f"is a {kind} folder, not a shot store"
+    return (
+        f"not a complete shot store (no {MANIFEST}; an ingest that failed or is still "
+        "running leaves none)"
+    )
+
+
 class ShotStore:
     """A read-only view of a complete store.
 
@@ -300,10 +318,7 @@ class ShotStore:
     def __init__(self, root: str, in_memory: bool = False):
         manifest = read_manifest(root)
         if manifest is None:
-            raise StoreError(
-                f"{root}: not a complete shot store (no {MANIFEST}; "
-                "an ingest that failed or is still running leaves none)"
-            )
+            raise StoreError(f"{root}: {_why_no_store(root)}")
         if manifest.get("kind", "shots") != "shots":
             raise StoreError(f"{root}: a store of {manifest.get('kind')}, not of shots")
         version = manifest.get("format_version")
