@@ -276,6 +276,25 @@ def test_offline_and_absent_is_one_line_naming_the_id(offline, bikes_folder, tmp
         encoders.resolve("video", f"clip:{WAV2VEC2_ID}")
 
 
+def test_unreachable_hub_is_one_line_naming_the_id(monkeypatch):
+    """Online without a network (or a wrong id): one readable line, the library's class."""
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Max retries exceeded with url: /api/models/does/not-exist")
+
+    monkeypatch.setattr(hub, "_offline", lambda: False)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", unreachable)
+    with pytest.raises(ExtractError) as caught:
+        hub.snapshot("--video-encoder clip:does/not-exist", "does/not-exist")
+    assert str(caught.value) == (
+        "--video-encoder clip:does/not-exist: does/not-exist could not be fetched "
+        "(ConnectionError) and is not in the hub cache (HF_HUB_CACHE); check the id, or fetch "
+        "it on a machine with internet (`hf download does/not-exist`) into the hub cache "
+        "(HF_HUB_CACHE), or give a local folder"
+    )
+
+
 def test_a_local_folder_is_hashed_not_revisioned(offline):
     _, folders, _ = offline
     described = encoders.resolve("video", f"clip:{folders[CLIP_ID]}").describe()

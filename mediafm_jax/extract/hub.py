@@ -63,13 +63,15 @@ def snapshot(where: str, model_id: str) -> tuple[Path, str | None]:
         ) from None
     except Exception as err:  # noqa: BLE001 - offline, missing, gated, unreachable: one line
         cache = cache_dir or "the hub cache (HF_HUB_CACHE)"
-        how = (
-            f"fetch it on a machine with internet (`hf download {repo}"
-            f"{f' --revision {revision}' if revision else ''}`) into {cache}, "
-            "or give a local folder"
-        )
-        reason = "not in" if _offline() else f"cannot be fetched ({type(err).__name__}) into"
-        raise ExtractError(f"{where}: {repo} is {reason} {cache}; {how}") from None
+        fetch = f"`hf download {repo}{f' --revision {revision}' if revision else ''}`"
+        if _offline():
+            what = f"is not in {cache} (HF_HUB_OFFLINE is set)"
+        else:  # no network, a wrong id, a gated model: the library's class says which
+            what = f"could not be fetched ({type(err).__name__}) and is not in {cache}"
+        raise ExtractError(
+            f"{where}: {repo} {what}; check the id, or fetch it on a machine with internet "
+            f"({fetch}) into {cache}, or give a local folder"
+        ) from None
     return folder, folder.name if len(folder.name) == 40 else None
 
 
