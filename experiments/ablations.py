@@ -51,6 +51,14 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
     "readout_last_recur": ([], "last+recur", "baseline"),
     "readout_last_change_recur": ([], "last+change+recur", "baseline"),
     "readout_last_input_change_recur": ([], "last+input+change+recur", "baseline"),
+    # issue 23: BaSSL's pseudo-boundary prediction beside masked shot modeling
+    "boundary": (["objective.boundary_weight=1.0"], "last", "boundary"),
+    "boundary_change_recur": (["objective.boundary_weight=1.0"], "last+change+recur", "boundary"),
+    "contrastive_change_recur": (
+        ["objective.contrastive_weight=0.1"],
+        "last+change+recur",
+        "contrastive",
+    ),
 }
 WHAT = {
     "baseline": "all switches off (today's defaults)",
@@ -67,6 +75,9 @@ WHAT = {
     "readout_last_recur": "readout: last beside its top similarities 24+ shots away",
     "readout_last_change_recur": "readout: last + change + recurrence",
     "readout_last_input_change_recur": "readout: last+input + change + recurrence",
+    "boundary": "+ 1.0 x pseudo-boundary BCE (BaSSL; spans of 16 shots)",
+    "boundary_change_recur": "boundary run, readout: last + change + recurrence",
+    "contrastive_change_recur": "contrastive run, readout: last + change + recurrence",
 }
 
 

@@ -101,6 +101,11 @@ class ObjectiveConfig:
     # as negatives, added to the cosine loss at this weight; 0 = off. Issue 14.
     contrastive_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     contrastive_temperature: Annotated[float, Field(ge=1e-4, le=100.0)] = 0.1
+    # BaSSL's pseudo-boundary prediction (issue 23): in each span of this many shots the
+    # split that best groups the input, predicted by a head on the shot states (binary
+    # cross-entropy) at this weight; 0 = off (and no head).
+    boundary_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    boundary_span: Annotated[int, Field(ge=3, le=512)] = 16
 
     @field_validator("random_shot_share")
     @classmethod

@@ -88,7 +88,9 @@ class Embedder:
             raise CheckpointError(f"{self.run_dir}: no checkpoint has a readable config")
         self.config, self.dims = run.read_record(saved)
         self.mesh = sharding.make_mesh(MeshConfig(data=-1), devices)
-        self.graphdef, abstract_vars = abstract_encoder(self.config.model, self.dims)
+        self.graphdef, abstract_vars = abstract_encoder(
+            self.config.model, self.dims, self.config.objective.boundary_weight > 0
+        )
         # Inference replicates parameters and splits windows over all devices.
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         abstract_params = jax.tree.map(

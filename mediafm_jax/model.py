@@ -121,7 +121,9 @@ class Block(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    def __init__(self, config: ModelConfig, dims: DataDims, rngs: nnx.Rngs):
+    def __init__(
+        self, config: ModelConfig, dims: DataDims, rngs: nnx.Rngs, boundary_head: bool = False
+    ):
         h = config.hidden_size
         dtype = jnp.dtype(config.compute_dtype)
         self.config = config
@@ -137,6 +139,11 @@ class Encoder(nnx.Module):
         self.blocks = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
         self.final_norm = None if config.post_ln else LayerNorm(h, rngs)
         self.output_proj = Dense(h, dims.fused, ("embed", "features"), dtype, rngs)
+        # BaSSL's pseudo-boundary head (objective.boundary_weight > 0): a shot's logit of
+        # "the scene changes after me"; absent otherwise, so other runs keep their params.
+        self.boundary_head = (
+            Dense(h, 1, ("embed", "boundary"), dtype, rngs) if boundary_head else None
+        )
 
     def __call__(
         self,
@@ -197,11 +204,18 @@ class Encoder(nnx.Module):
         """Output projection back to the fused space, in fp32."""
         return self.output_proj(hidden_bkh).astype(jnp.float32)
 
+    def boundary_logits(self, hidden_bwh):
+        """[B, W] fp32 logits of "the last shot of its (pseudo-)scene" (needs the head)."""
+        return self.boundary_head(hidden_bwh)[..., 0].astype(jnp.float32)
 
-def abstract_encoder(config: ModelConfig, dims: DataDims) -> tuple[nnx.GraphDef, nnx.State]:
+
+def abstract_encoder(
+    config: ModelConfig, dims: DataDims, boundary_head: bool = False
+) -> tuple[nnx.GraphDef, nnx.State]:
     """(graph definition, abstract parameters) of the encoder: shapes only, no memory.
 
     Training, inference and ``plan`` take the model's structure from here; the values are
     created by training's sharded init (``train.TrainSetup.init_state``) or restored.
     """
-    return nnx.split(nnx.eval_shape(lambda: Encoder(config, dims, nnx.Rngs(0))), nnx.Param)
+    build = lambda: Encoder(config, dims, nnx.Rngs(0), boundary_head)
+    return nnx.split(nnx.eval_shape(build), nnx.Param)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import chex
 import jax
 import jax.numpy as jnp
+import optax
 
 from mediafm_jax import masking
 from mediafm_jax.config import ObjectiveConfig
@@ -119,7 +120,60 @@ def msm_loss(
         metrics["info_nce"] = nce
         loss = loss + config.contrastive_weight * nce
         metrics["loss"] = loss
+    if config.boundary_weight > 0:
+        logit_bw = model.boundary_logits(hidden_bth[:, NUM_SPECIAL:])
+        content_bw = valid_bw & has_target_bw
+        bce, hit = boundary_loss(logit_bw, target_bwf, content_bw, config.boundary_span)
+        metrics["boundary_bce"], metrics["boundary_hit"] = bce, hit
+        loss = loss + config.boundary_weight * bce
+        metrics["loss"] = loss
     return loss, metrics
+
+
+def pseudo_boundaries(fused_bwf, valid_bw, span: int):
+    """Label-free scene boundaries, as BaSSL finds them (Mun et al. 2022), in each span.
+
+    Each window is tiled into spans of ``span`` shots; a span's pseudo-boundary is the
+    split into two contiguous parts that best groups its input rows: the one maximising
+    ``|sum left|^2 / n_left + |sum right|^2 / n_right`` (least within-part squared
+    distance to the part means). BaSSL aligns by dynamic time warping; with two parts the
+    exhaustive search over the ``span - 1`` splits is exact and one prefix sum.
+
+    Returns (last_bs: the index in the span of the left part's last shot, i.e. the shot
+    before the pseudo-cut, in ``[0, span - 2]``; usable_bs: the span is all valid shots).
+    """
+    b, w, f = fused_bwf.shape
+    s = w // span
+    x_bslf = fused_bwf[:, : s * span].astype(jnp.float32).reshape(b, s, span, f)
+    usable_bs = valid_bw[:, : s * span].reshape(b, s, span).all(-1)
+    left_bsjf = jnp.cumsum(x_bslf, axis=2)[:, :, :-1]  # split j: rows [0, j] on the left
+    right_bsjf = x_bslf.sum(2, keepdims=True) - left_bsjf
+    n_left_j = jnp.arange(1, span, dtype=jnp.float32)
+    score_bsj = (left_bsjf**2).sum(-1) / n_left_j + (right_bsjf**2).sum(-1) / (span - n_left_j)
+    return jnp.argmax(score_bsj, axis=-1), usable_bs
+
+
+def boundary_loss(logit_bw, fused_bwf, valid_bw, span: int):
+    """Pseudo-boundary prediction: (balanced binary cross-entropy, hit rate).
+
+    In each usable span the shot before the pseudo-cut is the positive and the other
+    shots the negatives; a span's loss is the mean of its positive's and its negatives'
+    mean cross-entropy (one positive in ``span``), so always answering "no" is not free.
+    The hit rate is the share of spans whose highest logit is at the pseudo-boundary.
+    """
+    b, w = logit_bw.shape
+    s = w // span
+    last_bs, usable_bs = pseudo_boundaries(fused_bwf, valid_bw, span)
+    label_bsl = jax.nn.one_hot(last_bs, span)
+    logit_bsl = logit_bw[:, : s * span].reshape(b, s, span)
+    bce_bsl = optax.sigmoid_binary_cross_entropy(logit_bsl, label_bsl)
+    positive_bs = (bce_bsl * label_bsl).sum(-1)
+    negative_bs = (bce_bsl * (1.0 - label_bsl)).sum(-1) / (span - 1)
+    weight_bs = usable_bs.astype(jnp.float32)
+    count = jnp.maximum(weight_bs.sum(), 1.0)
+    loss = (0.5 * (positive_bs + negative_bs) * weight_bs).sum() / count
+    hit_bs = jnp.argmax(logit_bsl, axis=-1) == last_bs
+    return loss, (hit_bs * weight_bs).sum() / count
 
 
 def info_nce(pred_bkf, target_bkf, weight_bk, temperature: float):

@@ -61,7 +61,9 @@ def count_params(config: ExperimentConfig, fused: int, title: int) -> tuple[int,
     matrices are the leaves ``optim.param_labels`` routes to Muon, so the plan and the
     optimizer share one partition rule.
     """
-    _, abstract_params = abstract_encoder(config.model, DataDims(fused, title, ((0, fused),)))
+    dims = DataDims(fused, title, ((0, fused),))
+    head = config.objective.boundary_weight > 0
+    _, abstract_params = abstract_encoder(config.model, dims, boundary_head=head)
     params = nnx.to_pure_dict(abstract_params)
     sizes = [math.prod(p.shape) for p in jax.tree.leaves(params)]
     labels = jax.tree.leaves(optim.param_labels(params))

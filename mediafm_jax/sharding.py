@@ -28,6 +28,7 @@ LOGICAL_RULES: dict[str, str | tuple[str, ...] | None] = {
     "heads": "tensor",
     "mlp": "tensor",
     "features": None,
+    "boundary": None,  # the pseudo-boundary head's one output
     "title": None,
     "pos": None,
     "norm": None,

@@ -90,7 +90,9 @@ class TrainSetup:
 
     @classmethod
     def create(cls, config: ExperimentConfig, dims: DataDims, mesh: Mesh) -> TrainSetup:
-        graphdef, abstract_vars = abstract_encoder(config.model, dims)
+        graphdef, abstract_vars = abstract_encoder(
+            config.model, dims, boundary_head=config.objective.boundary_weight > 0
+        )
         abstract_params = nnx.to_pure_dict(abstract_vars)
         param_shardings = sharding.param_shardings(
             abstract_params, sharding.param_axes(abstract_vars), mesh
@@ -129,7 +131,8 @@ class TrainSetup:
         """Parameters are created already sharded: no full copy on one device."""
 
         def init(key):
-            model = Encoder(self.config.model, self.dims, nnx.Rngs(params=key))
+            head = self.config.objective.boundary_weight > 0
+            model = Encoder(self.config.model, self.dims, nnx.Rngs(params=key), head)
             params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
             return {
                 "step": jnp.zeros([], jnp.int32),

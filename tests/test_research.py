@@ -194,6 +194,105 @@ def test_info_nce_matches_a_float64_loop():
     np.testing.assert_allclose(got, np.mean(losses), rtol=1e-5)
 
 
+# -- BaSSL boundary term (issue 23) ---------------------------------------------------------
+def _best_split_loop(rows: np.ndarray) -> int:
+    """The split of ``rows`` into two contiguous parts with the least within-part squared
+    distance to the part means; returns the left part's last index."""
+    costs = []
+    for j in range(1, len(rows)):
+        parts = (rows[:j], rows[j:])
+        costs.append(sum(((p - p.mean(0)) ** 2).sum() for p in parts))
+    return int(np.argmin(costs))
+
+
+def test_pseudo_boundaries_match_a_numpy_loop():
+    import jax.numpy as jnp
+
+    from mediafm_jax.objective import pseudo_boundaries
+
+    rng = np.random.default_rng(0)
+    span, b, w, f = 6, 3, 20, 5  # 3 spans per window, 2 shots left over
+    x = rng.standard_normal((b, w, f))
+    x[:, :, :2] += np.repeat(rng.standard_normal((b, 4, 2)) * 2, 5, axis=1)  # some scenes
+    valid = np.ones((b, w), bool)
+    valid[2, 10:] = False  # padding: the third window's second and third spans are unusable
+    last, usable = pseudo_boundaries(jnp.asarray(x), jnp.asarray(valid), span)
+    assert last.shape == usable.shape == (b, w // span)
+    for i in range(b):
+        for s in range(w // span):
+            rows = x[i, s * span : (s + 1) * span]
+            assert bool(usable[i, s]) == valid[i, s * span : (s + 1) * span].all()
+            assert int(last[i, s]) == _best_split_loop(rows)
+
+
+def _obvious_windows(b: int, w: int, f: int, span: int, seed: int = 0):
+    """Windows whose every span is two blocks of near-identical rows, cut anywhere."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((b, w, f), np.float32)
+    cuts = rng.integers(1, span, (b, w // span))
+    for i in range(b):
+        for s, cut in enumerate(cuts[i]):
+            a, c = rng.standard_normal((2, f))
+            x[i, s * span : s * span + cut] = a
+            x[i, s * span + cut : (s + 1) * span] = c
+    x += 0.01 * rng.standard_normal(x.shape)
+    return x, cuts - 1  # the last shot before each cut
+
+
+def test_boundary_loss_is_zero_when_the_obvious_split_is_predicted():
+    import jax.numpy as jnp
+
+    from mediafm_jax.objective import boundary_loss
+
+    span = 8
+    x, last = _obvious_windows(2, 24, 6, span)
+    valid = jnp.ones((2, 24), bool)
+    right = np.full((2, 24), -30.0, np.float32)
+    for i in range(2):
+        for s, j in enumerate(last[i]):
+            right[i, s * span + j] = 30.0
+    loss, hit = boundary_loss(jnp.asarray(right), jnp.asarray(x), valid, span)
+    assert float(loss) < 1e-6 and float(hit) == 1.0
+    loss, _ = boundary_loss(jnp.zeros((2, 24)), jnp.asarray(x), valid, span)
+    np.testing.assert_allclose(float(loss), np.log(2.0), rtol=1e-6)
+    loss, hit = boundary_loss(jnp.asarray(-right), jnp.asarray(x), valid, span)
+    assert float(loss) > 10 and float(hit) == 0.0
+
+
+def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, tmp_path):
+    import json
+
+    import jax
+
+    from mediafm_jax import config as config_lib
+    from mediafm_jax import embed, presets, train
+    from mediafm_jax.data.store import ShotStore
+
+    common = [
+        "train.steps=4",
+        "train.log_every=1",
+        "checkpoint.async_save=false",
+        "model.max_shots=32",
+        "objective.boundary_weight=1.0",
+        "objective.boundary_span=8",
+    ]
+    config = config_lib.apply_overrides(presets.tiny(), common)
+    train.train(config, tiny_store, tmp_path / "one", devices=jax.devices()[:1])
+    sharded = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
+    train.train(config_lib.apply_overrides(config, sharded), tiny_store, tmp_path / "eight")
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").open()]
+        for name in ("one", "eight")
+    }
+    assert all(r["boundary_bce"] > 0 for r in rows["one"])
+    for key in ("loss", "boundary_bce"):
+        np.testing.assert_allclose(
+            [r[key] for r in rows["eight"]], [r[key] for r in rows["one"]], rtol=2e-5
+        )
+    embedder = embed.Embedder(tmp_path / "one", devices=jax.devices()[:1])
+    assert np.isfinite(embedder.embed_title(ShotStore(tiny_store), 0)).all()
+
+
 # -- readout -----------------------------------------------------------------------------------
 def test_recorded_readout_is_the_default_and_last_input_carries_the_input(tiny_run, tiny_store):
     import jax

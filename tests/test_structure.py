@@ -201,3 +201,52 @@ def test_structure_readouts_see_the_whole_stitched_title(tiny_run, tiny_store, l
     clip = base.embed_clips(store, [(title, 5, 37)])[0]
     alone = embedder.embed_clips(store, [(title, 5, 37)])[0]
     np.testing.assert_allclose(alone[:d], clip, atol=1e-5)
+
+
+def _fused(arrays: dict) -> np.ndarray:
+    return _unit(np.concatenate([_unit(arrays[m]) for m in ("video", "audio", "text")], 1))
+
+
+def test_a_returning_thread_is_visible_in_its_shots_and_its_scenes():
+    """Shots of one thread in different scenes are more alike than shots of different
+    threads, by a margin; a single pair is noisier than the margin; scene means tell threads
+    apart far better (carried-over parts and a scene's own variation keep it imperfect)."""
+    same, other, scene_same, scene_other = [], [], [], []
+    for arrays, story, _ in _titles():
+        rows = _fused(arrays)
+        scene_n, thread_s = story["scene_of_shot"], story["thread_of_scene"]
+        sims = rows @ rows.T
+        far = scene_n[:, None] != scene_n[None]
+        same_thread = thread_s[scene_n][:, None] == thread_s[scene_n][None]
+        same.append(sims[far & same_thread])
+        other.append(sims[far & ~same_thread])
+        means = _unit(np.stack([rows[scene_n == s].mean(0) for s in range(len(thread_s))]))
+        pair = np.triu(np.ones((len(thread_s),) * 2, bool), 1)
+        scene_sims = means @ means.T
+        hit = thread_s[:, None] == thread_s[None]
+        scene_same.append(scene_sims[pair & hit])
+        scene_other.append(scene_sims[pair & ~hit])
+    same, other = np.concatenate(same), np.concatenate(other)
+    margin = same.mean() - other.mean()
+    assert margin > 0.03
+    assert other.std() > margin  # one shot against one shot: mostly noise
+    y = np.r_[np.ones(sum(map(len, scene_same))), np.zeros(sum(map(len, scene_other)))]
+    assert roc_auc_score(y, np.concatenate(scene_same + scene_other)) > 0.75
+
+
+def test_the_recurrence_part_of_the_input_ranks_threads_by_their_scenes():
+    """The task is solvable without labels: the ``+recur`` part of the noisy input rows
+    orders a title's recurrence clips by how many scenes their thread has."""
+    from scipy.stats import kendalltau
+
+    taus, controls = [], []
+    rng = np.random.default_rng(0)
+    for arrays, _, clips in _titles():
+        recur = readouts.recurrence(_fused(arrays))[:, readouts.RECUR_TOPS.index(16)]
+        rows = [c for c in clips if c["task"] == "recurrence"]
+        score = [recur[c["shot_start"] : c["shot_end"]].mean() for c in rows]
+        target = [c["target"] for c in rows]
+        taus.append(kendalltau(target, score).statistic)
+        controls.append(kendalltau(target, rng.permutation(score)).statistic)
+    assert np.nanmean(taus) > 0.2
+    assert np.nanmean(taus) > np.nanmean(controls) + 0.2
