@@ -146,3 +146,30 @@ def test_corruption_shares():
     n = masked.sum()
     assert abs(use_mask.sum() / n - 0.8) < 0.02
     assert abs(changed.sum() / n - 0.1) < 0.02
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_positions_add_has_the_plain_add_gradient(dtype):
+    """The written-out gradient of the learned positions (a product with ones, for XLA:CPU's
+    sake) is the plain broadcast add's, for both inputs and in the training dtypes."""
+    from mediafm_jax.model import add_over_batch
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(5, 7, 3)), dtype)
+    table = jnp.asarray(rng.normal(size=(7, 3)), dtype)
+    cotangent = jnp.asarray(rng.normal(size=(5, 7, 3)), dtype)
+    ours_out, ours_vjp = jax.vjp(add_over_batch, x, table)
+    plain_out, plain_vjp = jax.vjp(lambda a, t: a + t, x, table)
+    np.testing.assert_array_equal(
+        np.asarray(ours_out, np.float32), np.asarray(plain_out, np.float32)
+    )
+    tol = 1e-6 if dtype == jnp.float32 else 2e-2
+    for ours, plain in zip(ours_vjp(cotangent), plain_vjp(cotangent), strict=True):
+        assert ours.dtype == plain.dtype and ours.shape == plain.shape
+        np.testing.assert_allclose(
+            np.asarray(ours, np.float32), np.asarray(plain, np.float32), rtol=tol, atol=tol
+        )
+    expected_table_grad = np.asarray(cotangent, np.float64).sum(0)
+    np.testing.assert_allclose(
+        np.asarray(ours_vjp(cotangent)[1], np.float64), expected_table_grad, rtol=tol, atol=tol * 5
+    )
