@@ -141,3 +141,21 @@ def test_vs_torch_says_how_quiet_it_was(monkeypatch):
     with pytest.raises(SystemExit) as exit_info:
         vs_torch.main()
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--env", "one=GLIBC_TUNABLES"], "is not LABEL:KEY=VALUE"),
+        (["--impls", "jax,jax@other"], "@LABEL needs --src or --env"),
+    ],
+)
+def test_vs_torch_refuses_an_ab_it_cannot_run(monkeypatch, capsys, argv, message):
+    # An A/B label must name a checkout (--src) or a setting (--env), before any worker runs.
+    sys.path.insert(0, str(BENCHMARKS))
+    import vs_torch
+
+    monkeypatch.setattr(sys, "argv", ["vs_torch.py", "--shapes", "small", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        vs_torch.main()
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err

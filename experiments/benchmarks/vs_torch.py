@@ -28,7 +28,9 @@ einsum attention, AdamW only: what the framework costs), ``torch`` (eager,
 ``torch_model.py``), ``torch-compile`` (same, forward under ``torch.compile``). ``--embed``
 adds inference throughput (shots/s) of the same model: ours (``mediafm embed``'s forward)
 vs PyTorch eager. ``--src LABEL=PATH`` + an impl ``jax@LABEL`` runs ours from another
-checkout (A/B of a code change in the same run).
+checkout (A/B of a code change in the same run); ``--env LABEL:KEY=VALUE`` sets an
+environment variable for ``@LABEL`` workers (A/B of a setting, e.g.
+``--env one:GLIBC_TUNABLES=glibc.malloc.arena_max=1 --impls jax,jax@one``).
 """
 
 from __future__ import annotations
@@ -362,6 +364,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps per process")
     parser.add_argument("--embed", action="store_true", help="add inference shots/s")
     parser.add_argument("--src", action="append", default=[], help="LABEL=PATH of a checkout")
+    parser.add_argument(
+        "--env", action="append", default=[], help="LABEL:KEY=VALUE for @LABEL workers"
+    )
     parser.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the jax workers")
     parser.add_argument("--out", default=None, help="write vs_torch.json here")
     parser.add_argument(
@@ -380,11 +385,20 @@ def main() -> None:
         return
 
     sources = dict(s.split("=", 1) for s in args.src)
+    label_env: dict[str, dict[str, str]] = {}
+    for item in args.env:
+        label, colon, assignment = item.partition(":")
+        key, equals, value = assignment.partition("=")
+        if not (colon and equals and key):
+            parser.error(f"--env: {item!r} is not LABEL:KEY=VALUE")
+        label_env.setdefault(label, {})[key] = value
     impls = args.impls.split(",")
     for impl in impls:
         base, _, label = impl.partition("@")
-        if base not in STEP_IMPLS or (label and label not in sources):
-            parser.error(f"--impls: unknown {impl!r} (known: {STEP_IMPLS}; @LABEL needs --src)")
+        if base not in STEP_IMPLS or (label and label not in sources and label not in label_env):
+            parser.error(
+                f"--impls: unknown {impl!r} (known: {STEP_IMPLS}; @LABEL needs --src or --env)"
+            )
     shapes = args.shapes.split(",")
     for name in shapes:
         if name not in SHAPES:
@@ -402,8 +416,8 @@ def main() -> None:
 
     def env_for(impl: str) -> dict[str, str]:
         label = impl.partition("@")[2]
-        env = {}
-        if label:
+        env = dict(label_env.get(label, {}))
+        if label in sources:
             env["PYTHONPATH"] = str(Path(sources[label]).resolve())
         if impl.startswith("jax") and args.xla_flags:
             env["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
