@@ -303,18 +303,23 @@ def test_a_local_folder_is_hashed_not_revisioned(offline):
     assert described["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "missing"])
-def test_damaged_weights_name_the_model_not_the_video(offline, tmp_path, damage):
-    """Weights that do not load are the model's fault: the error names the option and the
-    folder (it was SafetensorError/OSError text under each video's name)."""
-    _, folders, _ = offline
+def damaged_clip_copy(model_folder, tmp_path, damage: str):
+    """A copy of the tiny CLIP's folder with its weights truncated or missing."""
     folder = tmp_path / "clip copy"
-    shutil.copytree(folders[CLIP_ID], folder)
+    shutil.copytree(model_folder, folder)
     weights = folder / "model.safetensors"
     if damage == "truncated":
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     else:
         weights.unlink()
+    return folder
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_damaged_weights_name_the_model_not_the_video(offline, tmp_path, damage):
+    """Weights that do not load are the model's fault: the error names the option and the
+    folder (it was SafetensorError/OSError text under each video's name)."""
+    folder = damaged_clip_copy(offline[1][CLIP_ID], tmp_path, damage)
     cls = encoders.resolve("video", f"clip:{folder}")
     with pytest.raises(ExtractError) as caught:
         cls()
@@ -332,14 +337,7 @@ def test_damaged_weights_stop_extract_before_any_video(
     nothing written."""
     from mediafm_jax.extract import title
 
-    _, folders, _ = offline
-    folder = tmp_path / "clip copy"
-    shutil.copytree(folders[CLIP_ID], folder)
-    weights = folder / "model.safetensors"
-    if damage == "truncated":
-        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    else:
-        weights.unlink()
+    folder = damaged_clip_copy(offline[1][CLIP_ID], tmp_path, damage)
     touched = []
     monkeypatch.setattr(title, "extract_video", lambda *a, **k: touched.append(a) or 1 / 0)
     out = tmp_path / "src"
