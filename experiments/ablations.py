@@ -51,9 +51,17 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
     "readout_last_recur": ([], "last+recur", "baseline"),
     "readout_last_change_recur": ([], "last+change+recur", "baseline"),
     "readout_last_input_change_recur": ([], "last+input+change+recur", "baseline"),
+    # issue 23, third pass: the structure parts without the state (the probe drowns four
+    # +recur numbers among hundreds of content columns)
+    "readout_change": ([], "change", "baseline"),
+    "readout_distance": ([], "distance", "baseline"),
+    "readout_recur": ([], "recur", "baseline"),
+    "readout_change_recur": ([], "change+recur", "baseline"),
+    "readout_distance_recur": ([], "distance+recur", "baseline"),
     # issue 23: BaSSL's pseudo-boundary prediction beside masked shot modeling
     "boundary": (["objective.boundary_weight=1.0"], "last", "boundary"),
     "boundary_change_recur": (["objective.boundary_weight=1.0"], "last+change+recur", "boundary"),
+    "boundary_distance_recur": (["objective.boundary_weight=1.0"], "distance+recur", "boundary"),
     "contrastive_change_recur": (
         ["objective.contrastive_weight=0.1"],
         "last+change+recur",
@@ -75,6 +83,12 @@ WHAT = {
     "readout_last_recur": "readout: last beside its top similarities 24+ shots away",
     "readout_last_change_recur": "readout: last + change + recurrence",
     "readout_last_input_change_recur": "readout: last+input + change + recurrence",
+    "readout_change": "readout: change of last alone (no state)",
+    "readout_distance": "readout: the state distances of change alone (6 numbers)",
+    "readout_recur": "readout: recurrence of last alone (4 numbers)",
+    "readout_change_recur": "readout: change + recurrence of last, no state",
+    "readout_distance_recur": "readout: distances + recurrence of last (10 numbers)",
+    "boundary_distance_recur": "boundary run, readout: distances + recurrence of last",
     "boundary": "+ 1.0 x pseudo-boundary BCE (BaSSL; spans of 16 shots)",
     "boundary_change_recur": "boundary run, readout: last + change + recurrence",
     "contrastive_change_recur": "contrastive run, readout: last + change + recurrence",

@@ -203,6 +203,62 @@ def test_structure_readouts_see_the_whole_stitched_title(tiny_run, tiny_store, l
     np.testing.assert_allclose(alone[:d], clip, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 3, 40])
+def test_structure_parts_alone_are_the_parts_without_the_state(n):
+    """A readout with no base is its parts of the rows, in order, and no row column:
+    ``distance`` is ``novelty_at`` (the baseline's own function) at the cuts around the
+    shot, per k, and nothing of the mean rows."""
+    rows = np.random.default_rng(n).standard_normal((n, 6)).astype(np.float32)
+    reference = _change_reference(rows.astype(np.float64))
+    k = len(readouts.CHANGE_SCALES)
+    distance = np.stack(
+        [
+            np.concatenate(
+                [
+                    [
+                        baselines.novelty_at(rows, i, readouts.CHANGE_SCALES)[j],
+                        baselines.novelty_at(rows, i + 1, readouts.CHANGE_SCALES)[j],
+                    ]
+                    for j in range(k)
+                ]
+            )
+            for i in range(n)
+        ]
+    )
+    recur = _recurrence_reference(rows, readouts.RECUR_GAP, readouts.RECUR_TOPS)
+    expected = {
+        "change": reference,
+        "distance": distance,
+        "recur": recur,
+        "change+recur": np.concatenate([reference, recur], 1),
+        "distance+recur": np.concatenate([distance, recur], 1),
+    }
+    assert set(expected) == set(readouts.STRUCTURE_ALONE)
+    for layers, want in expected.items():
+        got = readouts.with_parts(rows, layers)
+        assert got.shape == (n, readouts.width(layers, 6)), layers
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=layers)
+    with_state = readouts.with_parts(rows, "last+change+recur")
+    np.testing.assert_allclose(with_state[:, 6:], readouts.with_parts(rows, "change+recur"))
+
+
+def test_a_structure_readout_alone_embeds_through_the_stitched_title(tiny_run, tiny_store):
+    import jax
+
+    from mediafm_jax import embed
+
+    store = ShotStore(tiny_store)
+    devices = jax.devices()[:1]
+    title = int(np.argmax([store.title_length(t) for t in range(store.num_titles)]))
+    last = embed.Embedder(tiny_run, layers="last", devices=devices)
+    alone = embed.Embedder(tiny_run, layers="distance+recur", devices=devices)
+    assert alone.shot_dim == 2 * len(readouts.CHANGE_SCALES) + len(readouts.RECUR_TOPS)
+    own = last.embed_title(store, title).astype(np.float64)
+    np.testing.assert_allclose(
+        alone.embed_title(store, title), readouts.with_parts(own, "distance+recur"), atol=1e-4
+    )
+
+
 def _fused(arrays: dict) -> np.ndarray:
     return _unit(np.concatenate([_unit(arrays[m]) for m in ("video", "audio", "text")], 1))
 
