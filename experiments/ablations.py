@@ -67,6 +67,18 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
         "last+change+recur",
         "contrastive",
     ),
+    # issue 23, third pass: pseudo-boundaries only in the batch's half of spans whose best
+    # split is strongest (the others: "no boundary")
+    "boundary_keep": (
+        ["objective.boundary_weight=1.0", "objective.boundary_keep=0.5"],
+        "last",
+        "boundary_keep",
+    ),
+    "boundary_keep_distance_recur": (
+        ["objective.boundary_weight=1.0", "objective.boundary_keep=0.5"],
+        "distance+recur",
+        "boundary_keep",
+    ),
 }
 WHAT = {
     "baseline": "all switches off (today's defaults)",
@@ -92,6 +104,8 @@ WHAT = {
     "boundary": "+ 1.0 x pseudo-boundary BCE (BaSSL; spans of 16 shots)",
     "boundary_change_recur": "boundary run, readout: last + change + recurrence",
     "contrastive_change_recur": "contrastive run, readout: last + change + recurrence",
+    "boundary_keep": "+ pseudo-boundary BCE, positives in the half of spans split best",
+    "boundary_keep_distance_recur": "boundary_keep run, readout: distances + recurrence",
 }
 
 

@@ -106,6 +106,10 @@ class ObjectiveConfig:
     # cross-entropy) at this weight; 0 = off (and no head).
     boundary_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     boundary_span: Annotated[int, Field(ge=3, le=512)] = 16
+    # The share of the batch's spans that get a pseudo-boundary: those whose best split
+    # explains the most of the span's spread; the others are labelled "no boundary" (every
+    # shot negative). 1 = every span (BaSSL; a span without a cut is split all the same).
+    boundary_keep: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
 
     @field_validator("random_shot_share")
     @classmethod

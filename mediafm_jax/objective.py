@@ -123,11 +123,26 @@ def msm_loss(
     if config.boundary_weight > 0:
         logit_bw = model.boundary_logits(hidden_bth[:, NUM_SPECIAL:])
         content_bw = valid_bw & has_target_bw
-        bce, hit = boundary_loss(logit_bw, target_bwf, content_bw, config.boundary_span)
+        bce, hit = boundary_loss(
+            logit_bw, target_bwf, content_bw, config.boundary_span, config.boundary_keep
+        )
         metrics["boundary_bce"], metrics["boundary_hit"] = bce, hit
         loss = loss + config.boundary_weight * bce
         metrics["loss"] = loss
     return loss, metrics
+
+
+def _split_scores(fused_bwf, valid_bw, span: int):
+    """(score_bsj of each split j of each span, the span's rows x_bslf, usable_bs)."""
+    b, w, f = fused_bwf.shape
+    s = w // span
+    x_bslf = fused_bwf[:, : s * span].astype(jnp.float32).reshape(b, s, span, f)
+    usable_bs = valid_bw[:, : s * span].reshape(b, s, span).all(-1)
+    left_bsjf = jnp.cumsum(x_bslf, axis=2)[:, :, :-1]  # split j: rows [0, j] on the left
+    right_bsjf = x_bslf.sum(2, keepdims=True) - left_bsjf
+    n_left_j = jnp.arange(1, span, dtype=jnp.float32)
+    score_bsj = (left_bsjf**2).sum(-1) / n_left_j + (right_bsjf**2).sum(-1) / (span - n_left_j)
+    return score_bsj, x_bslf, usable_bs
 
 
 def pseudo_boundaries(fused_bwf, valid_bw, span: int):
@@ -142,24 +157,39 @@ def pseudo_boundaries(fused_bwf, valid_bw, span: int):
     Returns (last_bs: the index in the span of the left part's last shot, i.e. the shot
     before the pseudo-cut, in ``[0, span - 2]``; usable_bs: the span is all valid shots).
     """
-    b, w, f = fused_bwf.shape
-    s = w // span
-    x_bslf = fused_bwf[:, : s * span].astype(jnp.float32).reshape(b, s, span, f)
-    usable_bs = valid_bw[:, : s * span].reshape(b, s, span).all(-1)
-    left_bsjf = jnp.cumsum(x_bslf, axis=2)[:, :, :-1]  # split j: rows [0, j] on the left
-    right_bsjf = x_bslf.sum(2, keepdims=True) - left_bsjf
-    n_left_j = jnp.arange(1, span, dtype=jnp.float32)
-    score_bsj = (left_bsjf**2).sum(-1) / n_left_j + (right_bsjf**2).sum(-1) / (span - n_left_j)
+    score_bsj, _, usable_bs = _split_scores(fused_bwf, valid_bw, span)
     return jnp.argmax(score_bsj, axis=-1), usable_bs
 
 
-def boundary_loss(logit_bw, fused_bwf, valid_bw, span: int):
+def split_share(fused_bwf, valid_bw, span: int):
+    """(share_bs, usable_bs): the share of each span's spread about its mean that its best
+    split explains (between-part over total sum of squares, in [0, 1]), i.e. how real its
+    pseudo-boundary is: a span with no cut is split too, but that split explains little."""
+    score_bsj, x_bslf, usable_bs = _split_scores(fused_bwf, valid_bw, span)
+    whole_bs = (x_bslf.sum(2) ** 2).sum(-1) / span
+    total_bs = (x_bslf**2).sum((2, 3)) - whole_bs
+    return (score_bsj.max(-1) - whole_bs) / (total_bs + EPS), usable_bs
+
+
+def strong_splits(fused_bwf, valid_bw, span: int, keep: float):
+    """[B, S] bool: the usable spans whose ``split_share`` is in the batch's top ``keep``
+    share (at or above its ``1 - keep`` quantile over the usable spans)."""
+    share_bs, usable_bs = split_share(fused_bwf, valid_bw, span)
+    threshold = jnp.nanquantile(jnp.where(usable_bs, share_bs, jnp.nan), 1.0 - keep)
+    return usable_bs & (share_bs >= threshold)
+
+
+def boundary_loss(logit_bw, fused_bwf, valid_bw, span: int, keep: float = 1.0):
     """Pseudo-boundary prediction: (balanced binary cross-entropy, hit rate).
 
     In each usable span the shot before the pseudo-cut is the positive and the other
     shots the negatives; a span's loss is the mean of its positive's and its negatives'
     mean cross-entropy (one positive in ``span``), so always answering "no" is not free.
-    The hit rate is the share of spans whose highest logit is at the pseudo-boundary.
+    With ``keep < 1`` only the batch's ``keep`` share of spans with the strongest split
+    (``strong_splits``) has a positive; in the others every shot is a negative (their
+    loss: the mean cross-entropy), so the head learns to stay low where nothing changes
+    rather than to mark a guess in every span. The hit rate is the share of spans with a
+    positive whose highest logit is at the pseudo-boundary.
     """
     b, w = logit_bw.shape
     s = w // span
@@ -169,11 +199,18 @@ def boundary_loss(logit_bw, fused_bwf, valid_bw, span: int):
     bce_bsl = optax.sigmoid_binary_cross_entropy(logit_bsl, label_bsl)
     positive_bs = (bce_bsl * label_bsl).sum(-1)
     negative_bs = (bce_bsl * (1.0 - label_bsl)).sum(-1) / (span - 1)
+    span_bs = 0.5 * (positive_bs + negative_bs)
     weight_bs = usable_bs.astype(jnp.float32)
     count = jnp.maximum(weight_bs.sum(), 1.0)
-    loss = (0.5 * (positive_bs + negative_bs) * weight_bs).sum() / count
     hit_bs = jnp.argmax(logit_bsl, axis=-1) == last_bs
-    return loss, (hit_bs * weight_bs).sum() / count
+    if keep >= 1.0:  # BaSSL: every span has a pseudo-boundary
+        loss = (span_bs * weight_bs).sum() / count
+        return loss, (hit_bs * weight_bs).sum() / count
+    boundary_bs = strong_splits(fused_bwf, valid_bw, span, keep)
+    none_bs = optax.sigmoid_binary_cross_entropy(logit_bsl, jnp.zeros_like(logit_bsl)).mean(-1)
+    loss = (jnp.where(boundary_bs, span_bs, none_bs) * weight_bs).sum() / count
+    kept_bs = boundary_bs.astype(jnp.float32)
+    return loss, (hit_bs * kept_bs).sum() / jnp.maximum(kept_bs.sum(), 1.0)
 
 
 def info_nce(pred_bkf, target_bkf, weight_bk, temperature: float):

@@ -259,7 +259,77 @@ def test_boundary_loss_is_zero_when_the_obvious_split_is_predicted():
     assert float(loss) > 10 and float(hit) == 0.0
 
 
-def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, tmp_path):
+def _split_share_loop(rows: np.ndarray) -> float:
+    """Between-part over total sum of squares of the best split (the least within-part
+    sum of squares), from the definitions."""
+    total = ((rows - rows.mean(0)) ** 2).sum()
+    within = min(
+        sum(((p - p.mean(0)) ** 2).sum() for p in (rows[:j], rows[j:])) for j in range(1, len(rows))
+    )
+    return (total - within) / total
+
+
+def _bce(logit: float, label: float) -> float:
+    return float(np.log1p(np.exp(-abs(logit))) + max(logit, 0.0) - logit * label)
+
+
+@pytest.mark.parametrize("keep", [0.25, 0.5, 0.9])
+def test_pseudo_boundaries_only_where_the_split_is_strong_match_a_numpy_loop(keep):
+    """``boundary_keep``: spans whose best split explains the most of their spread (the
+    batch's top share, over usable spans) keep their positive; the rest are all-negative
+    spans; the loss and the hit rate follow, as a loop computes them."""
+    import jax.numpy as jnp
+
+    from mediafm_jax.objective import boundary_loss, pseudo_boundaries, split_share
+
+    rng = np.random.default_rng(1)
+    span, b, w, f = 6, 3, 20, 5
+    x = rng.standard_normal((b, w, f))
+    x[:, :, :2] += np.repeat(rng.standard_normal((b, 4, 2)) * 2, 5, axis=1)  # some scenes
+    valid = np.ones((b, w), bool)
+    valid[2, 10:] = False  # two unusable spans
+    logit = rng.standard_normal((b, w)).astype(np.float32) * 2
+    share, usable = split_share(jnp.asarray(x), jnp.asarray(valid), span)
+    last, _ = pseudo_boundaries(jnp.asarray(x), jnp.asarray(valid), span)
+    loop_share = np.zeros((b, w // span))
+    for i in range(b):
+        for s in range(w // span):
+            loop_share[i, s] = _split_share_loop(x[i, s * span : (s + 1) * span])
+    usable = np.asarray(usable)
+    np.testing.assert_allclose(np.asarray(share)[usable], loop_share[usable], rtol=1e-4)
+    threshold = np.quantile(loop_share[usable], 1.0 - keep)
+    strong = usable & (loop_share >= threshold)
+    assert 0 < strong.sum() < usable.sum()
+    losses, hits = [], []
+    for i, s in zip(*np.nonzero(usable), strict=True):
+        z = logit[i, s * span : (s + 1) * span].astype(np.float64)
+        if strong[i, s]:
+            j = int(last[i, s])
+            negatives = [_bce(z[k], 0.0) for k in range(span) if k != j]
+            losses.append(0.5 * (_bce(z[j], 1.0) + np.mean(negatives)))
+            hits.append(int(np.argmax(z)) == j)
+        else:
+            losses.append(np.mean([_bce(v, 0.0) for v in z]))
+    loss, hit = boundary_loss(jnp.asarray(logit), jnp.asarray(x), jnp.asarray(valid), span, keep)
+    np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-5)
+    np.testing.assert_allclose(float(hit), np.mean(hits), rtol=1e-6)
+
+
+def test_a_span_without_a_cut_explains_little_with_its_best_split():
+    import jax.numpy as jnp
+
+    from mediafm_jax.objective import split_share
+
+    x, _ = _obvious_windows(2, 24, 6, 8)
+    flat = np.random.default_rng(3).standard_normal((2, 24, 6)).astype(np.float32)
+    ones = jnp.ones((2, 24), bool)
+    cut, _ = split_share(jnp.asarray(x), ones, 8)
+    none, _ = split_share(jnp.asarray(flat), ones, 8)
+    assert float(cut.min()) > 0.99 and float(none.max()) < 0.6
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5])
+def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, tmp_path, keep):
     import json
 
     import jax
@@ -275,6 +345,7 @@ def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, 
         "model.max_shots=32",
         "objective.boundary_weight=1.0",
         "objective.boundary_span=8",
+        f"objective.boundary_keep={keep}",
     ]
     config = config_lib.apply_overrides(presets.tiny(), common)
     train.train(config, tiny_store, tmp_path / "one", devices=jax.devices()[:1])
