@@ -13,7 +13,8 @@ on="val")``: no test title is read), which is where switches and the readout are
 and once on the test titles, with the title-bootstrap interval and the paired difference
 from ``concat``, ``title_mean`` and ``novelty`` (the label-free baselines that come with
 every report). Results go to ``OUT/ROW.json``; ``OUT/README.md`` is the table, rebuilt from every
-JSON there (``--table-only`` rebuilds it without running anything). ``--choose-readout
+JSON there (``--table-only`` rebuilds it without running anything), followed by
+``OUT/NOTES.md`` where there is one. ``--choose-readout
 ROW`` picks that training row's readout on val among ``readouts.DEFAULT_CANDIDATES``
 (with ``--catalog scenes``: every readout of ``readouts.READOUTS``)
 (``probe.choose_readout``, as ``mediafm probe --choose-readout``) and records it in
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -79,7 +81,16 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
         "distance+recur",
         "boundary_keep",
     ),
+    # Muon + AdamW (the preset's optimizer; seed 0 is "baseline") vs AdamW, three seeds
+    "seed1": (["train.seed=1"], "last", "seed1"),
+    "seed2": (["train.seed=2"], "last", "seed2"),
+    "adamw": (["optim.kind=adamw"], "last", "adamw"),
+    "adamw_seed1": (["optim.kind=adamw", "train.seed=1"], "last", "adamw_seed1"),
+    "adamw_seed2": (["optim.kind=adamw", "train.seed=2"], "last", "adamw_seed2"),
 }
+# ... and each of those six runs read with distance+recur, the scenes catalog's best readout
+for _run in ("baseline", "seed1", "seed2", "adamw", "adamw_seed1", "adamw_seed2"):
+    ROWS[f"{_run}_distance_recur"] = (ROWS[_run][0], "distance+recur", _run)
 WHAT = {
     "baseline": "all switches off (today's defaults)",
     "readout_mean": "readout: mean of every layer's output",
@@ -106,7 +117,19 @@ WHAT = {
     "contrastive_change_recur": "contrastive run, readout: last + change + recurrence",
     "boundary_keep": "+ pseudo-boundary BCE, positives in the half of spans split best",
     "boundary_keep_distance_recur": "boundary_keep run, readout: distances + recurrence",
+    "seed1": "baseline (Muon + AdamW), train.seed=1",
+    "seed2": "baseline (Muon + AdamW), train.seed=2",
+    "adamw": "optim.kind=adamw (AdamW alone, lr 3e-3), seed 0",
+    "adamw_seed1": "optim.kind=adamw, train.seed=1",
+    "adamw_seed2": "optim.kind=adamw, train.seed=2",
 }
+WHAT.update(
+    {
+        f"{r}_distance_recur": f"{r} run, readout distance+recur"
+        for r in ROWS
+        if r + "_distance_recur" in ROWS
+    }
+)
 
 
 def scored_tasks(results: dict) -> list[str]:
@@ -316,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             overrides, readout, run_name = ROWS[name]
             run = args.work / "runs" / run_name
+            load_before = os.getloadavg()[0]
             seconds = train_row(run, overrides, store, args.steps)
             val, test = evaluate(run, readout, source, store, args.work, name)
             record = {
@@ -326,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                 "readout": readout,
                 "steps": args.steps,
                 "train_seconds_this_call": round(seconds, 1),
+                # the machine's 1-minute load average before training and after probing
+                "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                 "val_mean_context": val_mean(val),
                 "val": val,
                 "test": test,
@@ -345,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
             scores = {**json.loads(path.read_text()), **{str(k): v for k, v in scores.items()}}
         path.write_text(json.dumps(scores, indent=1) + "\n")
     text = table(args.out)
+    # OUT/NOTES.md (written by hand: how the rows were run, the load, what they say)
+    # follows the table, which is rebuilt on every call
+    notes = args.out / "NOTES.md"
+    notes = "\n" + notes.read_text() if notes.exists() else ""
     title, tasks = "Demo-catalog ablations (issue 14)", "the five tasks"
     if args.catalog == "scenes":
         title = "Scene-catalog ablations (issue 23: `mediafm synth --structure scenes`)"
@@ -354,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         "Written by `experiments/ablations.py`. Each cell: `mediafm_context` test score "
         "(its difference from `concat`; 95% paired interval over resampled test titles). "
         f"`val mean`: mean `mediafm_context` score over {tasks} on validation titles, "
-        "what switches are chosen by.\n\n" + text + "\n"
+        "what switches are chosen by.\n\n" + text + "\n" + notes
     )
     print(text)
     return 0

@@ -5,6 +5,16 @@
 
 Each optimizer runs with its own learning rate (tuned once: pass ``--sweep`` to try a
 small grid first). Prints a table of the final losses and writes both curves to a PNG.
+
+    python experiments/muon_vs_adamw.py --paired experiments/ablations/optimizer \
+        --work runs/ablations_scenes
+
+``--paired`` (issue 23) reads the three-seed rows of ``experiments/ablations.py``
+(``baseline``/``seed1``/``seed2``: the preset's Muon + AdamW; ``adamw``/``adamw_seed1``/
+``adamw_seed2``: AdamW alone) and tabulates, per seed, both optimizers' final training
+loss and probe scores and their difference, with the mean difference over seeds and its
+95% t-interval (seed pairs share the catalog, the data order and the initialization;
+only the optimizer differs). Writes ``PAIRED.md`` beside the rows.
 """
 
 from __future__ import annotations
@@ -13,6 +23,9 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+
+import numpy as np
+from scipy import stats
 
 from mediafm_jax import config as config_lib
 from mediafm_jax import train
@@ -34,15 +47,88 @@ def run(base, kind: str, lr: float, steps: int, store: str, workdir: Path) -> li
     return [json.loads(line) for line in (workdir / "metrics.jsonl").open()]
 
 
+PAIRS = (("baseline", "adamw"), ("seed1", "adamw_seed1"), ("seed2", "adamw_seed2"))
+
+
+def final_loss(path: Path) -> float:
+    """Mean training loss of a run's last three records (150 steps at log_every 50)."""
+    records = [json.loads(line) for line in path.open()]
+    return float(np.mean([r["loss"] for r in records[-3:]]))
+
+
+def paired(rows_dir: Path, work: Path, readout: str = "") -> str:
+    """The seed-paired table of Muon + AdamW against AdamW (see the module docstring);
+    ``readout``: the rows' name suffix (``_distance_recur``: the same runs, that readout)."""
+    missing = [
+        rows_dir / f"{name}{readout}.json"
+        for pair in PAIRS
+        for name in pair
+        if not (rows_dir / f"{name}{readout}.json").exists()
+    ]
+    if missing:
+        raise SystemExit(
+            f"{missing[0]}: no such row ({len(missing)} missing); run experiments/ablations.py "
+            f"--catalog scenes --out {rows_dir} --rows ... first"
+        )
+    columns: dict[str, list[tuple[float, float]]] = {}
+    for muon, adamw in PAIRS:
+        pair = [
+            json.loads((rows_dir / f"{name}{readout}.json").read_text()) for name in (muon, adamw)
+        ]
+        runs = [work / "runs" / name for name in (muon, adamw)]
+        columns.setdefault("final loss (lower is better)", []).append(
+            tuple(final_loss(run / "metrics.jsonl") for run in runs)
+        )
+        columns.setdefault("val mean", []).append(tuple(r["val_mean_context"] for r in pair))
+        for task in pair[0]["test"]:
+            if pair[0]["test"][task].get("results"):
+                columns.setdefault(f"test {task}", []).append(
+                    tuple(r["test"][task]["results"]["mediafm_context"] for r in pair)
+                )
+    lines = [
+        "| measure | "
+        + " | ".join(f"seed {i}: Muon / AdamW" for i in range(len(PAIRS)))
+        + " | Muon minus AdamW, mean over seeds (95% t-interval) |",
+        "|---|" + "---:|" * (len(PAIRS) + 1),
+    ]
+    t = stats.t.ppf(0.975, len(PAIRS) - 1)
+    for measure, values in columns.items():
+        delta = np.array([m - a for m, a in values])
+        half = t * delta.std(ddof=1) / np.sqrt(len(delta))
+        cells = [f"{m:.3f} / {a:.3f}" for m, a in values]
+        lines.append(
+            f"| {measure} | " + " | ".join(cells) + f" | {delta.mean():+.3f} "
+            f"({delta.mean() - half:+.3f} to {delta.mean() + half:+.3f}) |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", required=True)
+    parser.add_argument("--store")
+    parser.add_argument("--paired", type=Path, default=None, help="ablation rows folder")
+    parser.add_argument("--work", type=Path, default=Path("runs/ablations_scenes"))
     parser.add_argument("--config", default="experiments/configs/demo.py")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lrs", default="adamw=1e-3,muon_adamw=2e-3")
     parser.add_argument("--sweep", action="store_true", help="try lr x {0.5, 1, 2} first")
     parser.add_argument("--out", default="runs/muon_vs_adamw")
     args = parser.parse_args()
+    if args.paired:
+        text = ""
+        for suffix, readout in (("", "last"), ("_distance_recur", "distance+recur")):
+            if (args.paired / f"{PAIRS[0][0]}{suffix}.json").exists():
+                text += f"\nReadout `{readout}`:\n\n" + paired(args.paired, args.work, suffix)
+                text += "\n"
+        print(text)
+        (args.paired / "PAIRED.md").write_text(
+            "# Muon + AdamW vs AdamW over three seeds (`experiments/muon_vs_adamw.py "
+            "--paired`)\n\nScenes catalog, demo preset, 300 steps; AdamW alone at the "
+            "preset's AdamW learning rate. Rows: `experiments/ablations.py`.\n" + text
+        )
+        return
+    if not args.store:
+        parser.error("--store is required (or --paired)")
     base = config_lib.load_config_file(args.config)
     out = Path(args.out)
     lrs = {k: float(v) for k, v in (item.split("=") for item in args.lrs.split(","))}

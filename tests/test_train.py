@@ -122,6 +122,45 @@ def test_muon_adamw_beats_adamw_at_the_same_budget(tiny_store, tmp_path):
     assert final["muon_adamw"] < final["adamw"] - 0.01, final
 
 
+def test_muon_vs_adamw_paired_table_matches_a_paired_t_interval(tmp_path):
+    """``experiments/muon_vs_adamw.py --paired``: per seed both optimizers' values, and the
+    mean Muon-minus-AdamW difference with the interval scipy's paired t-test gives."""
+    import importlib.util
+
+    from scipy import stats
+
+    spec = importlib.util.spec_from_file_location("muon_vs_adamw", "experiments/muon_vs_adamw.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    rows, work = tmp_path / "rows", tmp_path / "work"
+    rows.mkdir()
+    losses, scores = {}, {}
+    for pair in script.PAIRS:
+        for name in pair:
+            losses[name] = rng.uniform(0.5, 1.0, 5)
+            scores[name] = rng.uniform(0, 1)
+            (work / "runs" / name).mkdir(parents=True)
+            (work / "runs" / name / "metrics.jsonl").write_text(
+                "".join(
+                    json.dumps({"step": 50 * i, "loss": v}) + "\n"
+                    for i, v in enumerate(losses[name])
+                )
+            )
+            test = {"scene_boundary": {"results": {"mediafm_context": scores[name]}}}
+            (rows / f"{name}.json").write_text(json.dumps({"val_mean_context": 0.1, "test": test}))
+    text = script.paired(rows, work)
+    final = {n: losses[n][-3:].mean() for n in losses}
+    for measure, values in (("final loss", final), ("test scene_boundary", scores)):
+        muon = [values[m] for m, _ in script.PAIRS]
+        adamw = [values[a] for _, a in script.PAIRS]
+        low, high = stats.ttest_rel(muon, adamw).confidence_interval(0.95)
+        line = next(x for x in text.splitlines() if x.startswith(f"| {measure}"))
+        delta = np.mean(muon) - np.mean(adamw)
+        assert line.endswith(f"| {delta:+.3f} ({low:+.3f} to {high:+.3f}) |"), line
+        assert f"{muon[1]:.3f} / {adamw[1]:.3f}" in line
+
+
 def test_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
     """Log every 10, save every 25: the save's record covers 21-25 and the step-30 line
     26-30; each record is the mean of exactly its steps' per-step losses, and carries
