@@ -111,6 +111,12 @@ class ObjectiveConfig:
     # shot negative). 1 = every span (BaSSL; a span without a cut is split all the same).
     boundary_keep: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
 
+    @property
+    def boundary_head(self) -> bool:
+        """Whether the encoder carries the pseudo-boundary head (the term is on): the one
+        rule training, inference and ``plan`` build the model's structure by."""
+        return self.boundary_weight > 0
+
     @field_validator("random_shot_share")
     @classmethod
     def _shares_fit(cls, share: float, info: ValidationInfo) -> float:

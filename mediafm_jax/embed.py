@@ -89,7 +89,7 @@ class Embedder:
         self.config, self.dims = run.read_record(saved)
         self.mesh = sharding.make_mesh(MeshConfig(data=-1), devices)
         self.graphdef, abstract_vars = abstract_encoder(
-            self.config.model, self.dims, self.config.objective.boundary_weight > 0
+            self.config.model, self.dims, self.config.objective.boundary_head
         )
         # Inference replicates parameters and splits windows over all devices.
         replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())

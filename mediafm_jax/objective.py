@@ -120,7 +120,7 @@ def msm_loss(
         metrics["info_nce"] = nce
         loss = loss + config.contrastive_weight * nce
         metrics["loss"] = loss
-    if config.boundary_weight > 0:
+    if config.boundary_head:
         logit_bw = model.boundary_logits(hidden_bth[:, NUM_SPECIAL:])
         content_bw = valid_bw & has_target_bw
         bce, hit = boundary_loss(

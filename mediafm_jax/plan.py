@@ -62,8 +62,9 @@ def count_params(config: ExperimentConfig, fused: int, title: int) -> tuple[int,
     optimizer share one partition rule.
     """
     dims = DataDims(fused, title, ((0, fused),))
-    head = config.objective.boundary_weight > 0
-    _, abstract_params = abstract_encoder(config.model, dims, boundary_head=head)
+    _, abstract_params = abstract_encoder(
+        config.model, dims, boundary_head=config.objective.boundary_head
+    )
     params = nnx.to_pure_dict(abstract_params)
     sizes = [math.prod(p.shape) for p in jax.tree.leaves(params)]
     labels = jax.tree.leaves(optim.param_labels(params))

@@ -91,7 +91,7 @@ class TrainSetup:
     @classmethod
     def create(cls, config: ExperimentConfig, dims: DataDims, mesh: Mesh) -> TrainSetup:
         graphdef, abstract_vars = abstract_encoder(
-            config.model, dims, boundary_head=config.objective.boundary_weight > 0
+            config.model, dims, boundary_head=config.objective.boundary_head
         )
         abstract_params = nnx.to_pure_dict(abstract_vars)
         param_shardings = sharding.param_shardings(
@@ -131,7 +131,7 @@ class TrainSetup:
         """Parameters are created already sharded: no full copy on one device."""
 
         def init(key):
-            head = self.config.objective.boundary_weight > 0
+            head = self.config.objective.boundary_head
             model = Encoder(self.config.model, self.dims, nnx.Rngs(params=key), head)
             params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
             return {
