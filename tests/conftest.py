@@ -7,6 +7,28 @@ os.environ["XLA_FLAGS"] = (
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+
+def _share_compiled_programs() -> None:
+    """One persistent XLA compilation cache for the whole session: the xdist workers and
+    every CLI subprocess (they inherit the environment) compile the tiny programs once
+    instead of once each. It changes no result: a hit is the executable a compile would
+    have made. The size limit turns on JAX's file lock, so no process reads a half-written
+    entry. Made here, removed here; a cache the caller set is used and left alone."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    path = tempfile.mkdtemp(prefix="mediafm-test-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = path
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(4 << 30)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+
+
+_share_compiled_programs()
+
 import pytest  # noqa: E402
 
 from mediafm_jax.data import ingest, synthetic  # noqa: E402
