@@ -33,6 +33,26 @@ def test_average_precision_by_hand():
     assert np.isnan(ap(np.zeros(3), s[:, 0])) and np.isnan(macro_ap(0 * y, s))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_average_precision_equals_scikit_learns(seed):
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random((300, 5)) < [0.02, 0.1, 0.3, 0.6, 0.0]).astype(int)
+    y[0, 0] = 1  # every class but the last has a positive
+    # few distinct scores: many ties, which sklearn counts as one threshold
+    s = np.round(rng.normal(size=(300, 5)) + y, seed).astype(np.float32)
+    kept = y.sum(0) > 0
+    expected_macro = average_precision_score(y[:, kept], s[:, kept], average="macro")
+    assert macro_ap(y, s) == pytest.approx(expected_macro, abs=1e-12)
+    expected_micro = average_precision_score(y, s, average="micro")
+    assert micro_ap(y, s) == pytest.approx(expected_micro, abs=1e-12)
+    for k in range(4):
+        assert ap(y[:, k], s[:, k]) == pytest.approx(
+            average_precision_score(y[:, k], s[:, k]), abs=1e-12
+        )
+
+
 def test_kendall_tau_is_per_title():
     y = np.array([1, 2, 3, 10, 20, 30, 5])
     groups = np.array([0, 0, 0, 1, 1, 1, 2])
