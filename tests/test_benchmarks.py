@@ -109,6 +109,21 @@ def test_torch_model_computes_our_loss():
     )
 
 
+def test_probe_fit_benchmark_smoke():
+    # The probe's inner loops against their defaults: the script runs and both rows compare.
+    run = subprocess.run(
+        [sys.executable, "probe_fit.py", "--sizes", "200x16", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith(("logistic", "AP"))]
+    assert len(rows) == 2 and all(row.endswith("x") for row in rows), run.stdout
+    assert "(diff 0e+00)" in rows[1] or "e-1" in rows[1], rows[1]  # the two APs agree
+
+
 def test_windows_benchmark_smoke():
     # Issue 14's window-length table: the script runs, and XLA's buffer sizes come back.
     run = subprocess.run(

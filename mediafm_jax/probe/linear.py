@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, RidgeCV
 from sklearn.model_selection import GroupKFold
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from mediafm_jax.probe.metrics import SCORERS, kendall_tau_by_group, kendall_tau_per_group
 from mediafm_jax.probe.tasks import Clips
@@ -38,12 +39,16 @@ class ProbeResult:
     score_rows: Callable[[np.ndarray, np.ndarray], float]
 
 
-def _fit_scores(x_train, y_train, x_eval, c: float) -> np.ndarray:
-    """Decision scores [N, K] of one logistic regression per label column."""
+def _fit_scores(x_train, y_train, x_eval, c: float, blas_threads: int | None = 1) -> np.ndarray:
+    """Decision scores [N, K] of one logistic regression per label column.
+
+    One BLAS thread: L-BFGS's many small products ran 8x faster so at 600 x 768 and 1.5x
+    at 20,000 x 768 on an idle 2-core machine, and 26x under load, where BLAS threads
+    spin against the other work (experiments/benchmarks/probe_fit.py)."""
     scaler = StandardScaler().fit(x_train)
     a, b = scaler.transform(x_train), scaler.transform(x_eval)
     scores = np.zeros((len(x_eval), y_train.shape[1]))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=blas_threads, user_api="blas"):
         warnings.simplefilter("ignore", ConvergenceWarning)
         for k in range(y_train.shape[1]):
             model = LogisticRegression(C=c, max_iter=300).fit(a, y_train[:, k])
