@@ -110,6 +110,12 @@ class ObjectiveConfig:
     # explains the most of the span's spread; the others are labelled "no boundary" (every
     # shot negative). 1 = every span (BaSSL; a span without a cut is split all the same).
     boundary_keep: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    # BaSSL's shot-to-scene matching (issue 23): InfoNCE pulling each shot's state toward
+    # the mean state of its pseudo-scene (its part of its span of boundary_span shots, on
+    # its side of the pseudo-boundary), away from the batch's other pseudo-scenes, at this
+    # weight and temperature; 0 = off. Needs no head: it acts on the states themselves.
+    scene_match_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
+    scene_match_temperature: Annotated[float, Field(ge=1e-4, le=100.0)] = 0.1
 
     @property
     def boundary_head(self) -> bool:

@@ -16,7 +16,7 @@ import optax
 
 from mediafm_jax import masking
 from mediafm_jax.config import ObjectiveConfig
-from mediafm_jax.fusion import EPS, fuse
+from mediafm_jax.fusion import EPS, fuse, unit
 from mediafm_jax.model import NUM_SPECIAL, Encoder
 
 
@@ -129,6 +129,17 @@ def msm_loss(
         metrics["boundary_bce"], metrics["boundary_hit"] = bce, hit
         loss = loss + config.boundary_weight * bce
         metrics["loss"] = loss
+    if config.scene_match_weight > 0:
+        nce, hit = scene_match_loss(
+            hidden_bth[:, NUM_SPECIAL:],
+            target_bwf,
+            valid_bw & has_target_bw,
+            config.boundary_span,
+            config.scene_match_temperature,
+        )
+        metrics["scene_match"], metrics["scene_match_hit"] = nce, hit
+        loss = loss + config.scene_match_weight * nce
+        metrics["loss"] = loss
     return loss, metrics
 
 
@@ -211,6 +222,43 @@ def boundary_loss(logit_bw, fused_bwf, valid_bw, span: int, keep: float = 1.0):
     loss = (jnp.where(boundary_bs, span_bs, none_bs) * weight_bs).sum() / count
     kept_bs = boundary_bs.astype(jnp.float32)
     return loss, (hit_bs * kept_bs).sum() / jnp.maximum(kept_bs.sum(), 1.0)
+
+
+def scene_match_loss(state_bwh, fused_bwf, valid_bw, span: int, temperature: float):
+    """Shot-to-scene matching (BaSSL's SSM, Mun et al. 2022): (InfoNCE, hit rate).
+
+    Each usable span's ``pseudo_boundaries`` split cuts it into two pseudo-scenes; a
+    pseudo-scene's prototype is the unit mean of its shots' unit states. Every shot of a
+    usable span is matched (cosine over ``temperature``) against its own pseudo-scene (the
+    positive), the other part of its span, and every pseudo-scene of the batch's other
+    windows (the negatives). The other spans of its own window are left out: they are
+    often the same scene or a returning thread, and telling them apart would reward
+    states that encode their position in the window. Unlike the boundary head, this
+    shapes the states' own distances (near within a pseudo-scene, far across its cut),
+    which the ``distance`` readouts and ``novelty`` read. The hit rate is the share of
+    shots whose nearest candidate is their own pseudo-scene.
+    """
+    b, w, h = state_bwh.shape
+    s = w // span
+    last_bs, usable_bs = pseudo_boundaries(fused_bwf, valid_bw, span)
+    state_bslh = unit(state_bwh[:, : s * span].astype(jnp.float32).reshape(b, s, span, h))
+    left_bsl = jnp.arange(span) <= last_bs[..., None]
+    part_bslp = jnp.stack([left_bsl, ~left_bsl], axis=-1).astype(jnp.float32)
+    scene_bsph = unit(jnp.einsum("bslp,bslh->bsph", part_bslp, state_bslh))
+    n, m = b * s * span, b * s * 2
+    logits_nm = state_bslh.reshape(n, h) @ scene_bsph.reshape(m, h).T / temperature
+    span_n, span_m = jnp.arange(b * s).repeat(span), jnp.arange(b * s).repeat(2)
+    candidate_nm = (span_n[:, None] == span_m[None, :]) | (
+        span_n[:, None] // s != span_m[None, :] // s  # another window
+    )
+    candidate_nm &= usable_bs.reshape(b * s).repeat(2)[None, :]  # only real pseudo-scenes
+    logits_nm = jnp.where(candidate_nm, logits_nm, -1e9)
+    own_n = 2 * span_n + (~left_bsl).reshape(n)
+    log_p_n = jnp.take_along_axis(jax.nn.log_softmax(logits_nm), own_n[:, None], axis=1)[:, 0]
+    weight_n = usable_bs.reshape(b * s).repeat(span).astype(jnp.float32)
+    count = jnp.maximum(weight_n.sum(), 1.0)
+    hit_n = jnp.argmax(logits_nm, axis=-1) == own_n
+    return -(log_p_n * weight_n).sum() / count, (hit_n * weight_n).sum() / count
 
 
 def info_nce(pred_bkf, target_bkf, weight_bk, temperature: float):

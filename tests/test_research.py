@@ -328,8 +328,67 @@ def test_a_span_without_a_cut_explains_little_with_its_best_split():
     assert float(cut.min()) > 0.99 and float(none.max()) < 0.6
 
 
-@pytest.mark.parametrize("keep", [1.0, 0.5])
-def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, tmp_path, keep):
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
+
+
+def test_scene_match_loss_matches_a_numpy_loop():
+    """Shot-to-scene matching: each shot of a usable span against its span's two parts
+    (split where the loop's best split is; its own part positive) and every pseudo-scene
+    of the other windows, none of its own window's other spans."""
+    import jax.numpy as jnp
+
+    from mediafm_jax.objective import scene_match_loss
+
+    rng = np.random.default_rng(2)
+    span, b, w, f, h = 6, 3, 20, 5, 7
+    x = rng.standard_normal((b, w, f))
+    x[:, :, :2] += np.repeat(rng.standard_normal((b, 4, 2)) * 2, 5, axis=1)  # some scenes
+    state = rng.standard_normal((b, w, h))
+    valid = np.ones((b, w), bool)
+    valid[2, 10:] = False  # two unusable spans
+    scenes = []  # (window, span, first shot, end, prototype)
+    for i in range(b):
+        for s in range(w // span):
+            if not valid[i, s * span : (s + 1) * span].all():
+                continue
+            cut = s * span + _best_split_loop(x[i, s * span : (s + 1) * span]) + 1
+            for lo, hi in ((s * span, cut), (cut, (s + 1) * span)):
+                scenes.append((i, s, lo, hi, _unit(_unit(state[i, lo:hi]).mean(0))))
+    losses, hits = [], []
+    for i, s, lo, hi, _ in scenes:
+        for k in range(lo, hi):
+            candidates = [c for c in scenes if c[0] != i or c[1] == s]
+            logits = np.array([_unit(state[i, k]) @ c[4] for c in candidates]) / 0.2
+            own = [c[:3] for c in candidates].index((i, s, lo))
+            losses.append(np.log(np.exp(logits).sum()) - logits[own])
+            hits.append(int(np.argmax(logits)) == own)
+    loss, hit = scene_match_loss(
+        jnp.asarray(state), jnp.asarray(x), jnp.asarray(valid), span, temperature=0.2
+    )
+    np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-5)
+    np.testing.assert_allclose(float(hit), np.mean(hits), rtol=1e-6)
+
+
+def test_scene_match_is_won_by_states_that_group_as_the_input_does():
+    """States equal to two-block inputs find their own pseudo-scene every time, and pay
+    far less than states of noise."""
+    import jax.numpy as jnp
+
+    from mediafm_jax.objective import scene_match_loss
+
+    x, _ = _obvious_windows(2, 24, 6, 8)
+    ones = jnp.ones((2, 24), bool)
+    grouped, hit = scene_match_loss(jnp.asarray(x), jnp.asarray(x), ones, 8, 0.1)
+    noise = np.random.default_rng(4).standard_normal((2, 24, 6)).astype(np.float32)
+    scattered, _ = scene_match_loss(jnp.asarray(noise), jnp.asarray(x), ones, 8, 0.1)
+    assert float(hit) == 1.0 and float(grouped) < 0.2 < 1.0 < float(scattered)
+
+
+@pytest.mark.parametrize("keep, scene_match", [(1.0, 0.0), (0.5, 0.5)])
+def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(
+    tiny_store, tmp_path, keep, scene_match
+):
     import json
 
     import jax
@@ -346,6 +405,7 @@ def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, 
         "objective.boundary_weight=1.0",
         "objective.boundary_span=8",
         f"objective.boundary_keep={keep}",
+        f"objective.scene_match_weight={scene_match}",  # shot-to-scene matching beside it
     ]
     config = config_lib.apply_overrides(presets.tiny(), common)
     train.train(config, tiny_store, tmp_path / "one", devices=jax.devices()[:1])
@@ -356,7 +416,9 @@ def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, 
         for name in ("one", "eight")
     }
     assert all(r["boundary_bce"] > 0 for r in rows["one"])
-    for key in ("loss", "boundary_bce"):
+    keys = ("loss", "boundary_bce") + (("scene_match", "scene_match_hit") if scene_match else ())
+    assert all(("scene_match" in r) == bool(scene_match) for r in rows["one"])
+    for key in keys:
         np.testing.assert_allclose(
             [r[key] for r in rows["eight"]], [r[key] for r in rows["one"]], rtol=2e-5
         )
