@@ -81,6 +81,9 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
         "distance+recur",
         "boundary_keep",
     ),
+    # issue 23, fourth pass: BaSSL's shot-to-scene matching, a term on the states' distances
+    "scene_match": (["objective.scene_match_weight=1.0"], "last", "scene_match"),
+    "scene_match_01": (["objective.scene_match_weight=0.1"], "last", "scene_match_01"),
     # Muon + AdamW (the preset's optimizer; seed 0 is "baseline") vs AdamW, three seeds
     "seed1": (["train.seed=1"], "last", "seed1"),
     "seed2": (["train.seed=2"], "last", "seed2"),
@@ -90,6 +93,15 @@ ROWS: dict[str, tuple[list[str], str, str]] = {
 }
 # ... and each of those six runs read with distance+recur, the scenes catalog's best readout
 for _run in ("baseline", "seed1", "seed2", "adamw", "adamw_seed1", "adamw_seed2"):
+    ROWS[f"{_run}_distance_recur"] = (ROWS[_run][0], "distance+recur", _run)
+# ... and shot-to-scene matching over three seeds, each read with last and distance+recur
+for _seed in (1, 2):
+    ROWS[f"scene_match_seed{_seed}"] = (
+        [*ROWS["scene_match"][0], f"train.seed={_seed}"],
+        "last",
+        f"scene_match_seed{_seed}",
+    )
+for _run in ("scene_match", "scene_match_01", "scene_match_seed1", "scene_match_seed2"):
     ROWS[f"{_run}_distance_recur"] = (ROWS[_run][0], "distance+recur", _run)
 WHAT = {
     "baseline": "all switches off (today's defaults)",
@@ -117,6 +129,10 @@ WHAT = {
     "contrastive_change_recur": "contrastive run, readout: last + change + recurrence",
     "boundary_keep": "+ pseudo-boundary BCE, positives in the half of spans split best",
     "boundary_keep_distance_recur": "boundary_keep run, readout: distances + recurrence",
+    "scene_match": "+ 1.0 x shot-to-pseudo-scene InfoNCE on the states (BaSSL's SSM)",
+    "scene_match_01": "+ 0.1 x shot-to-pseudo-scene InfoNCE on the states",
+    "scene_match_seed1": "scene_match, train.seed=1",
+    "scene_match_seed2": "scene_match, train.seed=2",
     "seed1": "baseline (Muon + AdamW), train.seed=1",
     "seed2": "baseline (Muon + AdamW), train.seed=2",
     "adamw": "optim.kind=adamw (AdamW alone, lr 3e-3), seed 0",
