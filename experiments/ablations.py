@@ -14,7 +14,9 @@ and once on the test titles, with the title-bootstrap interval and the paired di
 from ``concat``, ``title_mean`` and ``novelty`` (the label-free baselines that come with
 every report). Results go to ``OUT/ROW.json``; ``OUT/README.md`` is the table, rebuilt from every
 JSON there (``--table-only`` rebuilds it without running anything), followed by
-``OUT/NOTES.md`` where there is one. ``--choose-readout
+``OUT/NOTES.md`` where there is one. ``--versus ROW:REFERENCE`` pairs two evaluated rows
+(two runs, or two readouts) on the same resampled test titles (``OUT/versus.json``, a
+section of the table). ``--choose-readout
 ROW`` picks that training row's readout on val among ``readouts.DEFAULT_CANDIDATES``
 (with ``--catalog scenes``: every readout of ``readouts.READOUTS``)
 (``probe.choose_readout``, as ``mediafm probe --choose-readout``) and records it in
@@ -259,6 +261,42 @@ def trend(run: Path, readout: str, source: Path, store_path: str, work: Path, on
     return out
 
 
+def versus(work: Path, source: Path, store_path: str, row: str, reference: str) -> dict:
+    """``mediafm_context`` of ``row`` minus that of ``reference`` on the test titles, per
+    task, with the 95% interval over the same resampled titles (``probe.intervals``'s
+    draws): two runs compared as a method is compared with ``concat``. Reads the rows'
+    embeddings (``WORK/emb/ROW``, written by evaluating the row)."""
+    from mediafm_jax import probe
+    from mediafm_jax.data.embeddings import EmbeddingStore
+    from mediafm_jax.data.store import ShotStore
+    from mediafm_jax.probe.linear import run_probe
+    from mediafm_jax.probe.metrics import interval, title_bootstrap
+    from mediafm_jax.probe.tasks import load_clips, load_tasks
+
+    store = ShotStore(store_path)
+    tasks = load_tasks(source / "probes.json")
+    clips_by_task = load_clips(source / "clips.jsonl", tasks, store)
+    out = {}
+    for task in tasks:
+        clips = clips_by_task[task.name]
+        scored = []
+        for name in (row, reference):
+            emb = EmbeddingStore(work / "emb" / name)
+            rows = probe.context_rows(None, store, np.unique(clips.title), emb)
+            scored.append(run_probe(probe._pool(rows, clips), clips))
+        draws = np.array(
+            [
+                [r.score_rows(rows, group) for r in scored]
+                for rows, group in title_bootstrap(scored[0].title, 500, 0)
+            ]
+        )
+        out[task.name] = {
+            "delta": scored[0].score - scored[1].score,
+            "ci95": interval(draws[:, 0] - draws[:, 1]),
+        }
+    return out
+
+
 def val_mean(val: dict, method: str = "mediafm_context") -> float:
     """Mean validation score over the tasks: what a switch and a readout are chosen by."""
     return float(np.mean([val[t]["results"][method] for t in scored_tasks(val)]))
@@ -323,6 +361,22 @@ def table(out: Path) -> str:
                 d = rows[name]["test"][task]["vs_" + reference]["mediafm_context"]
                 cells.append(f"{d['delta']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    runs = out / "versus.json"  # --versus ROW:REFERENCE
+    if runs.exists() and order:
+        lines += [
+            "",
+            "Against another run: `mediafm_context` of a row minus that of another row on test "
+            "titles, paired (95% interval over the same resampled titles; `--versus`).",
+            "",
+            "| row minus reference | " + " | ".join(tasks) + " |",
+            "|---|" + "---:|" * len(tasks),
+        ]
+        for pair, by_task in json.loads(runs.read_text()).items():
+            cells = [
+                f"{d['delta']:+.3f} ({d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})"
+                for d in (by_task[task] for task in tasks)
+            ]
+            lines.append(f"| {pair} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -345,7 +399,20 @@ def main(argv: list[str] | None = None) -> int:
         "--trend", metavar="ROW", default=None, help="val scores at every checkpoint of ROW's run"
     )
     parser.add_argument("--trend-steps", default=None, help="comma-separated steps (default: all)")
+    parser.add_argument(
+        "--versus",
+        default="",
+        metavar="ROW:REFERENCE,...",
+        help="paired test difference of two evaluated rows (OUT/versus.json)",
+    )
     args = parser.parse_args(argv)
+    pairs = [pair.split(":") for pair in args.versus.split(",") if pair]
+    for pair in pairs:
+        if len(pair) != 2 or not all(pair):
+            print(
+                f"--versus {args.versus}: expected ROW:REFERENCE[,ROW:REFERENCE]", file=sys.stderr
+            )
+            return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table_only:
         source, store = prepare(args.work, args.catalog)
@@ -386,6 +453,21 @@ def main(argv: list[str] | None = None) -> int:
         if path.exists():  # steps measured in an earlier call stay
             scores = {**json.loads(path.read_text()), **{str(k): v for k, v in scores.items()}}
         path.write_text(json.dumps(scores, indent=1) + "\n")
+    if pairs:
+        unevaluated = [r for r in sum(pairs, []) if not (args.work / "emb" / r).exists()]
+        if unevaluated:
+            print(
+                f"--versus: {args.work / 'emb' / unevaluated[0]}: no embeddings; evaluate "
+                f"the row first (--rows {unevaluated[0]})",
+                file=sys.stderr,
+            )
+            return 2
+        source, store = prepare(args.work, args.catalog)
+        path = args.out / "versus.json"
+        done = json.loads(path.read_text()) if path.exists() else {}
+        for row, reference in pairs:
+            done[f"{row} minus {reference}"] = versus(args.work, source, store, row, reference)
+        path.write_text(json.dumps(done, indent=1) + "\n")
     text = table(args.out)
     # OUT/NOTES.md (written by hand: how the rows were run, the load, what they say)
     # follows the table, which is rebuilt on every call
