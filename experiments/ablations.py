@@ -320,7 +320,7 @@ def table(out: Path) -> str:
                 f"{score:.3f} ({d['delta']:+.3f}; {d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})"
             )
         lines.append(
-            f"| {name} | {WHAT.get(name, '')} | {val_mean(row['val']):.3f} | "
+            f"| {name} | {WHAT.get(name, row.get('what', ''))} | {val_mean(row['val']):.3f} | "
             + " | ".join(cells)
             + " |"
         )

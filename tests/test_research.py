@@ -332,10 +332,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
 
 
-def test_scene_match_loss_matches_a_numpy_loop():
+@pytest.mark.parametrize("phase", [None, 2])
+def test_scene_match_loss_matches_a_numpy_loop(phase):
     """Shot-to-scene matching: each shot of a usable span against its span's two parts
     (split where the loop's best split is; its own part positive) and every pseudo-scene
-    of the other windows, none of its own window's other spans."""
+    of the other windows, none of its own window's other spans; with a phase, the spans
+    start at that shot, one fewer."""
     import jax.numpy as jnp
 
     from mediafm_jax.objective import scene_match_loss
@@ -348,12 +350,14 @@ def test_scene_match_loss_matches_a_numpy_loop():
     valid = np.ones((b, w), bool)
     valid[2, 10:] = False  # two unusable spans
     scenes = []  # (window, span, first shot, end, prototype)
+    first = 0 if phase is None else phase
     for i in range(b):
-        for s in range(w // span):
-            if not valid[i, s * span : (s + 1) * span].all():
+        for s in range(w // span - (phase is not None)):
+            start, stop = first + s * span, first + (s + 1) * span
+            if not valid[i, start:stop].all():
                 continue
-            cut = s * span + _best_split_loop(x[i, s * span : (s + 1) * span]) + 1
-            for lo, hi in ((s * span, cut), (cut, (s + 1) * span)):
+            cut = start + _best_split_loop(x[i, start:stop]) + 1
+            for lo, hi in ((start, cut), (cut, stop)):
                 scenes.append((i, s, lo, hi, _unit(_unit(state[i, lo:hi]).mean(0))))
     losses, hits = [], []
     for i, s, lo, hi, _ in scenes:
@@ -364,7 +368,7 @@ def test_scene_match_loss_matches_a_numpy_loop():
             losses.append(np.log(np.exp(logits).sum()) - logits[own])
             hits.append(int(np.argmax(logits)) == own)
     loss, hit = scene_match_loss(
-        jnp.asarray(state), jnp.asarray(x), jnp.asarray(valid), span, temperature=0.2
+        jnp.asarray(state), jnp.asarray(x), jnp.asarray(valid), span, 0.2, phase
     )
     np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-5)
     np.testing.assert_allclose(float(hit), np.mean(hits), rtol=1e-6)
