@@ -15,6 +15,13 @@ small grid first). Prints a table of the final losses and writes both curves to 
 loss and probe scores and their difference, with the mean difference over seeds and its
 95% t-interval (seed pairs share the catalog, the data order and the initialization;
 only the optimizer differs). Writes ``PAIRED.md`` beside the rows.
+
+    python experiments/muon_vs_adamw.py --paired experiments/ablations/scenes \
+        --rows-from experiments/ablations/optimizer --labels "SSM 0.1,baseline" \
+        --pairs scene_match_01:baseline,scene_match_01_seed1:seed1,scene_match_01_seed2:seed2
+
+The same seed-paired table for any two sets of rows (``--pairs ROW:REFERENCE`` per seed,
+rows found in ``--paired`` or else in ``--rows-from``), written to ``PAIRED_<ROW>.md``.
 """
 
 from __future__ import annotations
@@ -56,25 +63,39 @@ def final_loss(path: Path) -> float:
     return float(np.mean([r["loss"] for r in records[-3:]]))
 
 
-def paired(rows_dir: Path, work: Path, readout: str = "") -> str:
-    """The seed-paired table of Muon + AdamW against AdamW (see the module docstring);
-    ``readout``: the rows' name suffix (``_distance_recur``: the same runs, that readout)."""
-    missing = [
-        rows_dir / f"{name}{readout}.json"
-        for pair in PAIRS
+def paired(
+    rows_dir: Path,
+    work: Path,
+    readout: str = "",
+    pairs=PAIRS,
+    labels: tuple[str, str] = ("Muon", "AdamW"),
+    rows_from: tuple[Path, ...] = (),
+) -> str:
+    """The seed-paired table of Muon + AdamW against AdamW (see the module docstring), or
+    of any ``pairs`` (row, reference) per seed, named ``labels``; ``readout``: the rows'
+    name suffix (``_distance_recur``: the same runs, that readout). A row is read from
+    ``rows_dir``, else from the first of ``rows_from`` that has it."""
+    found = {
+        name: next(
+            (
+                d / f"{name}{readout}.json"
+                for d in (rows_dir, *rows_from)
+                if (d / f"{name}{readout}.json").exists()
+            ),
+            None,
+        )
+        for pair in pairs
         for name in pair
-        if not (rows_dir / f"{name}{readout}.json").exists()
-    ]
+    }
+    missing = [name for name, path in found.items() if path is None]
     if missing:
         raise SystemExit(
-            f"{missing[0]}: no such row ({len(missing)} missing); run experiments/ablations.py "
-            f"--catalog scenes --out {rows_dir} --rows ... first"
+            f"{rows_dir / (missing[0] + readout)}.json: no such row ({len(missing)} missing); "
+            f"run experiments/ablations.py --catalog scenes --out {rows_dir} --rows ... first"
         )
     columns: dict[str, list[tuple[float, float]]] = {}
-    for muon, adamw in PAIRS:
-        pair = [
-            json.loads((rows_dir / f"{name}{readout}.json").read_text()) for name in (muon, adamw)
-        ]
+    for muon, adamw in pairs:
+        pair = [json.loads(found[name].read_text()) for name in (muon, adamw)]
         runs = [work / "runs" / name for name in (muon, adamw)]
         columns.setdefault("final loss (lower is better)", []).append(
             tuple(final_loss(run / "metrics.jsonl") for run in runs)
@@ -85,13 +106,14 @@ def paired(rows_dir: Path, work: Path, readout: str = "") -> str:
                 columns.setdefault(f"test {task}", []).append(
                     tuple(r["test"][task]["results"]["mediafm_context"] for r in pair)
                 )
+    a, b = labels
     lines = [
         "| measure | "
-        + " | ".join(f"seed {i}: Muon / AdamW" for i in range(len(PAIRS)))
-        + " | Muon minus AdamW, mean over seeds (95% t-interval) |",
-        "|---|" + "---:|" * (len(PAIRS) + 1),
+        + " | ".join(f"seed {i}: {a} / {b}" for i in range(len(pairs)))
+        + f" | {a} minus {b}, mean over seeds (95% t-interval) |",
+        "|---|" + "---:|" * (len(pairs) + 1),
     ]
-    t = stats.t.ppf(0.975, len(PAIRS) - 1)
+    t = stats.t.ppf(0.975, len(pairs) - 1)
     for measure, values in columns.items():
         delta = np.array([m - a for m, a in values])
         half = t * delta.std(ddof=1) / np.sqrt(len(delta))
@@ -108,6 +130,9 @@ def main() -> None:
     parser.add_argument("--store")
     parser.add_argument("--paired", type=Path, default=None, help="ablation rows folder")
     parser.add_argument("--work", type=Path, default=Path("runs/ablations_scenes"))
+    parser.add_argument("--pairs", default="", help="ROW:REFERENCE per seed (default: Muon's)")
+    parser.add_argument("--labels", default="Muon,AdamW", help="the two sides' names")
+    parser.add_argument("--rows-from", type=Path, action="append", default=[])
     parser.add_argument("--config", default="experiments/configs/demo.py")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lrs", default="adamw=1e-3,muon_adamw=2e-3")
@@ -115,16 +140,27 @@ def main() -> None:
     parser.add_argument("--out", default="runs/muon_vs_adamw")
     args = parser.parse_args()
     if args.paired:
+        pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p] or list(PAIRS)
+        labels = tuple(args.labels.split(","))
+        if any(len(p) != 2 or not all(p) for p in pairs) or len(labels) != 2:
+            parser.error("--pairs: ROW:REFERENCE,...; --labels: two names, comma-separated")
         text = ""
         for suffix, readout in (("", "last"), ("_distance_recur", "distance+recur")):
-            if (args.paired / f"{PAIRS[0][0]}{suffix}.json").exists():
-                text += f"\nReadout `{readout}`:\n\n" + paired(args.paired, args.work, suffix)
-                text += "\n"
+            if (args.paired / f"{pairs[0][0]}{suffix}.json").exists():
+                table = paired(args.paired, args.work, suffix, pairs, labels, args.rows_from)
+                text += f"\nReadout `{readout}`:\n\n" + table + "\n"
         print(text)
-        (args.paired / "PAIRED.md").write_text(
-            "# Muon + AdamW vs AdamW over three seeds (`experiments/muon_vs_adamw.py "
-            "--paired`)\n\nScenes catalog, demo preset, 300 steps; AdamW alone at the "
-            "preset's AdamW learning rate. Rows: `experiments/ablations.py`.\n" + text
+        if not args.pairs:
+            (args.paired / "PAIRED.md").write_text(
+                "# Muon + AdamW vs AdamW over three seeds (`experiments/muon_vs_adamw.py "
+                "--paired`)\n\nScenes catalog, demo preset, 300 steps; AdamW alone at the "
+                "preset's AdamW learning rate. Rows: `experiments/ablations.py`.\n" + text
+            )
+            return
+        (args.paired / f"PAIRED_{pairs[0][0]}.md").write_text(
+            f"# {labels[0]} vs {labels[1]} over {len(pairs)} seeds (`experiments/"
+            f"muon_vs_adamw.py --paired --pairs {args.pairs}`)\n\nScenes catalog, demo "
+            "preset, 300 steps. Rows: `experiments/ablations.py`.\n" + text
         )
         return
     if not args.store:

@@ -159,6 +159,16 @@ def test_muon_vs_adamw_paired_table_matches_a_paired_t_interval(tmp_path):
         delta = np.mean(muon) - np.mean(adamw)
         assert line.endswith(f"| {delta:+.3f} ({low:+.3f} to {high:+.3f}) |"), line
         assert f"{muon[1]:.3f} / {adamw[1]:.3f}" in line
+    # any two sets of rows, a row found in a second folder: the same table, sides swapped
+    other = tmp_path / "other"
+    other.mkdir()
+    (rows / "adamw.json").rename(other / "adamw.json")
+    swapped = [(a, m) for m, a in script.PAIRS]
+    text = script.paired(rows, work, "", swapped, ("AdamW", "Muon"), (other,))
+    assert "| AdamW minus Muon, mean over seeds (95% t-interval) |" in text
+    low, high = stats.ttest_rel(adamw, muon).confidence_interval(0.95)
+    line = next(x for x in text.splitlines() if x.startswith("| test scene_boundary"))
+    assert line.endswith(f"| {-delta:+.3f} ({low:+.3f} to {high:+.3f}) |"), line
 
 
 def test_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
