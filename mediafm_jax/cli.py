@@ -24,7 +24,7 @@ from mediafm_jax.errors import (
     sigterm_raises,
     validation_message,
 )
-from mediafm_jax.readouts import READOUTS
+from mediafm_jax.readouts import DEFAULT_CANDIDATES, READOUTS
 
 
 def _cmd_synth(args: argparse.Namespace) -> None:
@@ -206,6 +206,21 @@ def _cmd_embed(args: argparse.Namespace) -> None:
         )
 
 
+def _readout_candidates(text: str) -> tuple[str, ...]:
+    """``--choose-readout``'s value: ``default`` (the five of ``readouts.DEFAULT_CANDIDATES``),
+    ``all`` (every readout) or a comma-separated list."""
+    if text in ("default", "all"):
+        return DEFAULT_CANDIDATES if text == "default" else READOUTS
+    names = tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in names if name not in READOUTS]
+    if unknown:
+        raise UsageError(
+            f"--choose-readout {text}: unknown readout {', '.join(map(repr, unknown))}; "
+            f"expected default, all or a comma-separated list of {', '.join(READOUTS)}"
+        )
+    return names
+
+
 def _cmd_probe(args: argparse.Namespace) -> None:
     _start_distributed(args)
     import jax
@@ -214,10 +229,11 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     from mediafm_jax.data.embeddings import EmbeddingStore
     from mediafm_jax.data.store import ShotStore
 
-    store = ShotStore(args.store)
-    layers = args.layers
     if args.choose_readout and args.layers:
         raise UsageError("--choose-readout picks the readout; drop --layers")
+    candidates = _readout_candidates(args.choose_readout) if args.choose_readout else ()
+    store = ShotStore(args.store)
+    layers = args.layers
     if args.bootstrap < 0:  # was a ValueError deep in the bootstrap, after the probes
         raise UsageError(f"--bootstrap {args.bootstrap}: expected a count >= 0 (0: no intervals)")
     # --out is checked before the model loads, minutes of choosing and the run's record
@@ -226,7 +242,7 @@ def _cmd_probe(args: argparse.Namespace) -> None:
     if args.choose_readout:
         # every process computes the same choice: none waits for process 0's record
         layers, _ = probe.choose_readout(
-            args.workdir, store, args.tasks, args.clips, step=args.step
+            args.workdir, store, args.tasks, args.clips, candidates, step=args.step
         )
     embedder = embed.Embedder(args.workdir, step=args.step, layers=layers)
     emb = EmbeddingStore(args.emb) if args.emb else None
@@ -491,9 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--choose-readout",
-        action="store_true",
+        nargs="?",
+        const="default",
+        metavar="CANDIDATES",
         help="first pick the readout on validation titles and record it in the run "
-        "(RUN/readout.json; embed and search then use it too)",
+        "(RUN/readout.json; embed and search then use it too), among CANDIDATES: "
+        "default (the first five readouts), all (the structure readouts too) or R1,R2,...",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier report at --out")
     _add_distributed_flags(p)

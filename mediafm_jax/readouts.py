@@ -70,6 +70,14 @@ def _names(layers: str) -> tuple[bool, set[str]]:
     return False, {"+" + name for name in (first, *rest)}
 
 
+def encoder_readout(layers: str) -> str:
+    """The part of ``layers`` the encoder computes (``mean``, ``last+input`` or ``last``):
+    every readout is ``with_parts`` of it, so readouts sharing it share one encoder pass."""
+    if layers.split("+")[0] == "mean":
+        return "mean"
+    return "last+input" if INPUT_PART in layers else "last"
+
+
 def width(layers: str, base_dim: int) -> int:
     """A shot's embedding width under ``layers`` when its base readout has ``base_dim``."""
     keep_base, parts = _names(layers)

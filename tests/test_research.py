@@ -1,9 +1,11 @@
 """Issue 14's switches: span masking, the title summary in [GLOBAL], the recorded readout."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from mediafm_jax import masking
+from mediafm_jax import masking, readouts
 
 
 def _selectable(rng: np.random.Generator, b: int, w: int) -> np.ndarray:
@@ -501,7 +503,8 @@ def test_choose_readout_records_the_best_validation_mean(
 
     store = ShotStore(tiny_store)
     tasks, clips = tiny_source / "probes.json", tiny_source / "clips.jsonl"
-    candidates = ("last", "last+title")
+    # one encoder pass per encoder readout (last, last+input), the parts added after it
+    candidates = ("last", "last+title", "distance+recur", "last+input+title", "last+input")
     try:
         best, scores = probe.choose_readout(tiny_run, store, tasks, clips, candidates)
         assert set(scores) == set(candidates) and best == max(scores, key=scores.get)
@@ -516,6 +519,52 @@ def test_choose_readout_records_the_best_validation_mean(
         assert embed.Embedder(tiny_run, devices=jax.devices()[:1]).layers == best
     finally:
         (tiny_run / run.READOUT_FILE).unlink(missing_ok=True)
+
+
+def test_choice_scores_a_task_labelled_on_val_and_test_titles_only(
+    tiny_run, tiny_store, tiny_source, tmp_path
+):
+    """MovieNet's scene boundaries have no train-title clip (the test probe fits on val):
+    the choice fits such a task on half its val titles and scores it on the other half,
+    not skipping it; the other tasks keep their train titles."""
+    import json
+
+    from mediafm_jax import probe, run
+    from mediafm_jax.data.store import ShotStore
+    from mediafm_jax.probe.tasks import load_clips, load_tasks
+
+    store = ShotStore(tiny_store)
+    tasks = tiny_source / "probes.json"
+    val_only = "retrieval"  # binary, as scene boundaries: its train titles become val titles
+    rows = [json.loads(line) for line in (tiny_source / "clips.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["task"] == val_only and row["split"] == "train":
+            row["split"] = "val"
+    clips = tmp_path / "clips.jsonl"
+    clips.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    loaded = load_clips(clips, load_tasks(tasks), store)
+    assert not (loaded[val_only].split == "train").any()
+    assert len(np.unique(loaded[val_only].title[loaded[val_only].split == "val"])) >= 6
+    try:
+        probe.choose_readout(tiny_run, store, tasks, clips, ("last",))
+        chosen = json.loads((tiny_run / run.READOUT_FILE).read_text())["chosen_on"]
+        assert set(chosen["tasks"]["last"]) == {t.name for t in load_tasks(tasks)}
+        assert np.isfinite(chosen["tasks"]["last"][val_only])
+    finally:
+        (tiny_run / run.READOUT_FILE).unlink(missing_ok=True)
+
+
+def test_choose_readout_flag_names_an_unknown_readout(tmp_path, capsys):
+    from mediafm_jax import cli
+
+    args = ["probe", "--workdir", str(tmp_path / "run"), "--store", str(tmp_path / "store")]
+    args += ["--tasks", "t.json", "--clips", "c.jsonl", "--out", str(tmp_path / "r")]
+    assert cli.main([*args, "--choose-readout", "last,distance+recur,nope"]) == 2
+    assert "unknown readout 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+    assert cli._readout_candidates("all") == readouts.READOUTS
+    assert cli._readout_candidates("default") == readouts.DEFAULT_CANDIDATES
+    assert cli._readout_candidates("distance+recur, last") == ("distance+recur", "last")
 
 
 def test_validation_clips_never_hold_a_test_title():
@@ -535,6 +584,22 @@ def test_validation_clips_never_hold_a_test_title():
     np.testing.assert_array_equal(val.title, [0, 1, 3, 4])
     np.testing.assert_array_equal(val.split, ["train", "test", "test", "train"])
     np.testing.assert_array_equal(val.target, [0, 1, 0, 1])
+    # labelled on val and test titles only: whole val titles split in half, test dropped
+    title = np.repeat(np.arange(9), 3)
+    only = dataclasses.replace(
+        clips,
+        title=title,
+        start=np.arange(27),
+        end=np.arange(27) + 1,
+        split=np.where(title < 7, "val", "test"),
+        target=np.arange(27) % 2,
+    )
+    val = validation_clips(only)
+    assert set(val.title.tolist()) == set(range(7))
+    fit = set(val.title[val.split == "train"].tolist())
+    scored = set(val.title[val.split == "test"].tolist())
+    assert len(fit) == 3 and len(scored) == 4 and not fit & scored
+    np.testing.assert_array_equal(val.split, validation_clips(only).split)  # seeded
 
 
 def test_probing_on_val_scores_val_titles_only(tiny_store, tiny_source, tmp_path):

@@ -15,8 +15,9 @@ python "$here/prepare.py" --movienet "$movienet" --movielens "$movielens" --out 
 mediafm ingest "$out/src" "$out/store" --overwrite
 mediafm info "$out/store"
 mediafm train --config "$root/experiments/configs/movienet.py" --store "$out/store" --workdir "$out/run" "$@"
-# the readout is chosen on validation films and recorded in the run; embed then uses it
+# the readout is chosen on validation films among all of them (the structure readouts too)
+# and recorded in the run; embed then uses it
 mediafm probe --workdir "$out/run" --store "$out/store" --tasks "$out/src/probes.json" \
-  --clips "$out/src/clips.jsonl" --out "$out/report" --choose-readout --overwrite
+  --clips "$out/src/clips.jsonl" --out "$out/report" --choose-readout all --overwrite
 mediafm embed --workdir "$out/run" --store "$out/store" --out "$out/emb" --overwrite
 echo "total: $(( $(date +%s) - start )) s"

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from mediafm_jax import outputs, run
+from mediafm_jax import outputs, readouts, run
 from mediafm_jax.data.embeddings import EmbeddingStore
 from mediafm_jax.data.store import ShotStore
 from mediafm_jax.embed import Embedder
@@ -108,23 +108,46 @@ def context_rows(
     }
 
 
-def validation_clips(clips: Clips) -> Clips:
+def validation_clips(clips: Clips, seed: int = 0) -> Clips:
     """The clips of train and val titles only, val in the role of test.
 
     For choosing settings (switches, readout) without looking at test titles: the probe
     fits on train titles (its regularization chosen on a held-out quarter of them) and
-    scores val; ranking tasks cross-validate over train + val titles.
+    scores val; ranking tasks cross-validate over train + val titles. A task labelled on
+    val and test titles only (MovieNet's scene boundaries: its test probe fits on val)
+    fits on half its val titles, drawn with ``seed``, and scores the other half, so the
+    choice sees it too rather than skipping it.
     """
     keep = clips.split != "test"
+    title = clips.title[keep]
     split = np.where(clips.split[keep] == "val", "test", clips.split[keep])
+    if not (split == "train").any():
+        titles = np.unique(title)
+        fit = np.random.default_rng(seed).choice(titles, len(titles) // 2, replace=False)
+        split = np.where(np.isin(title, fit), "train", split)
     return dataclasses.replace(
         clips,
-        title=clips.title[keep],
+        title=title,
         start=clips.start[keep],
         end=clips.end[keep],
         split=split,
         target=clips.target[keep],
     )
+
+
+def _pool_parts(
+    base_rows: dict[int, np.ndarray], layers: str, clips_by_task: dict[str, Clips]
+) -> dict[str, np.ndarray]:
+    """``_pool`` of every task's clips under ``layers``, from the rows of its encoder
+    readout (``readouts.encoder_readout``), one title at a time: a wide readout of every
+    title at once would hold gigabytes."""
+    pooled: dict[str, list] = {name: [None] * len(c) for name, c in clips_by_task.items()}
+    for t, rows in base_rows.items():
+        title_rows = readouts.with_parts(rows, layers)
+        for name, c in clips_by_task.items():
+            for i in np.flatnonzero(c.title == t):
+                pooled[name][i] = title_rows[c.start[i] : c.end[i]].mean(0)
+    return {name: np.stack(rows) for name, rows in pooled.items() if rows}
 
 
 def choose_readout(
@@ -139,8 +162,11 @@ def choose_readout(
     (probes fit on train titles, scored on val; no test title is read) and records it in
     ``RUN/readout.json``, so embed, probe and search use it by default.
 
+    The encoder runs once per encoder readout (``last``, ``last+input``, ``mean``), not
+    once per candidate: every other readout is parameter-free parts of one of them.
     Returns (the chosen readout, the val mean of every candidate).
     """
+    candidates = tuple(dict.fromkeys(candidates))  # each once, in the order given
     if not candidates:
         raise ValueError("choose_readout: no candidate readouts")
     tasks = load_tasks(tasks_path)
@@ -151,24 +177,34 @@ def choose_readout(
     main = jax.process_index() == 0
     scores: dict[str, float] = {}
     per_task: dict[str, dict[str, float]] = {}
+    by_encoder: dict[str, list[str]] = {}
     for layers in candidates:
-        embedder = Embedder(run_dir, step=step, layers=layers)
-        context = context_rows(embedder, store, titles, None)
-        per_task[layers] = {}
-        for task in tasks:
-            clips = clips_by_task[task.name]
-            try:
-                per_task[layers][task.name] = run_probe(_pool(context, clips), clips).score
-            except ProbeSkipped:  # e.g. a task with no clip on train titles
-                continue
-        if not per_task[layers]:
-            raise ProbeInputError(
-                f"{clips_path}: no task has clips on both train and val titles to choose by"
-            )
-        scores[layers] = float(np.mean(list(per_task[layers].values())))
-        if main:
-            tasks_text = ", ".join(f"{k} {v:.3f}" for k, v in per_task[layers].items())
-            print(f"readout {layers}: val mean {scores[layers]:.3f} ({tasks_text})", flush=True)
+        by_encoder.setdefault(readouts.encoder_readout(layers), []).append(layers)
+    for encoder_layers, group in by_encoder.items():
+        embedder = Embedder(run_dir, step=step, layers=encoder_layers)
+        base_rows = context_rows(embedder, store, titles, None)
+        for layers in group:
+            features = _pool_parts(base_rows, layers, clips_by_task)
+            per_task[layers] = {}
+            for task in tasks:
+                if task.name not in features:  # no clip on train or val titles
+                    continue
+                try:
+                    per_task[layers][task.name] = run_probe(
+                        features[task.name], clips_by_task[task.name]
+                    ).score
+                except ProbeSkipped:  # e.g. a task with no clip on train titles
+                    continue
+            if not per_task[layers]:
+                raise ProbeInputError(
+                    f"{clips_path}: no task has clips on both train and val titles to choose by"
+                )
+            scores[layers] = float(np.mean(list(per_task[layers].values())))
+            if main:
+                tasks_text = ", ".join(f"{k} {v:.3f}" for k, v in per_task[layers].items())
+                print(f"readout {layers}: val mean {scores[layers]:.3f} ({tasks_text})", flush=True)
+        del base_rows
+    scores = {layers: scores[layers] for layers in candidates}  # in the order asked
     best = max(scores, key=scores.get)
     if main:
         run.record_readout(
