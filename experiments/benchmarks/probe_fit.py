@@ -17,22 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 from sklearn.metrics import average_precision_score
+from train_step import median_seconds  # sibling benchmark (run from this folder or the root)
 
 from mediafm_jax.probe import linear
 from mediafm_jax.probe.metrics import ap
-
-
-def median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def rows(n: int, d: int, repeats: int, rng: np.random.Generator) -> None:
