@@ -42,9 +42,9 @@ class ProbeResult:
 def _fit_scores(x_train, y_train, x_eval, c: float, blas_threads: int | None = 1) -> np.ndarray:
     """Decision scores [N, K] of one logistic regression per label column.
 
-    One BLAS thread: L-BFGS's many small products ran 7.6x faster so at 600 x 768 and
-    1.1x at 20,000 x 768 on an idle 2-core machine, 20x under load, where BLAS threads
-    spin against the other work (experiments/benchmarks/probe_fit.py)."""
+    One BLAS thread: L-BFGS's many small products ran 7.0x faster so at 600 x 768 and
+    level at 20,000 x 768 on an idle 2-core machine, 20x faster under load, where BLAS
+    threads spin against the other work (experiments/benchmarks/probe_fit.py)."""
     scaler = StandardScaler().fit(x_train)
     a, b = scaler.transform(x_train), scaler.transform(x_eval)
     scores = np.zeros((len(x_eval), y_train.shape[1]))
