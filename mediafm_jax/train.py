@@ -18,6 +18,7 @@ import datetime
 import functools
 import json
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -228,6 +229,23 @@ class MetricsAccumulator:
         return record
 
 
+def _summary_writer_class() -> type:
+    """tensorboardX's ``SummaryWriter``, imported without torch. tensorboardX imports torch
+    when it is installed only to accept torch tensors, 2-3 s of every ``mediafm train``
+    start; we log floats. ``import torch`` raises ImportError inside the import, which
+    tensorboardX catches; torch imports normally afterwards."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricsWriter:
     """metrics.jsonl + TensorBoard + a progress line; a no-op off process 0."""
 
@@ -236,9 +254,7 @@ class MetricsWriter:
         self.path = workdir / "metrics.jsonl"
         self.tb = None
         if enabled:
-            from tensorboardX import SummaryWriter
-
-            self.tb = SummaryWriter(str(workdir / "tb"))
+            self.tb = _summary_writer_class()(str(workdir / "tb"))
 
     def write(self, record: dict[str, float], total_steps: int) -> None:
         if not self.enabled:

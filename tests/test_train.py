@@ -196,3 +196,41 @@ def test_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
         np.testing.assert_allclose(r["learning_rate"], 0.003 * shape, rtol=1e-5)
         np.testing.assert_allclose(r["muon_learning_rate"], 0.01 * shape, rtol=1e-5)
     assert (covered == 1).all()
+
+
+def test_tensorboard_events_match_the_metrics_without_importing_torch(tmp_path):
+    """The writer imports tensorboardX with torch held off (torch is installed here) and
+    torch imports normally afterwards; the event file, read record by record with its own
+    protobuf, holds every logged scalar at its step."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from pathlib import Path
+from mediafm_jax.train import MetricsWriter
+writer = MetricsWriter(Path({str(tmp_path)!r}), enabled=True)
+for step in (1, 2):
+    writer.write({{"step": step, "loss": 0.5 / step, "masked_cosine": 0.1 * step,
+        "grad_norm": 1.0, "learning_rate": 1e-3, "shots_per_s": 10.0, "step_time_s": 0.1}}, 2)
+writer.close()
+assert "torch" not in sys.modules
+import torch
+print("torch", torch.__version__)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "torch " in run.stdout
+    from tensorboardX.proto.event_pb2 import Event
+
+    (events_file,) = (tmp_path / "tb").iterdir()
+    data, scalars = events_file.read_bytes(), {}
+    while data:  # TFRecord: 8-byte length, 4-byte CRC, record, 4-byte CRC
+        length = int.from_bytes(data[:8], "little")
+        event = Event.FromString(data[12 : 12 + length])
+        data = data[16 + length :]
+        for value in event.summary.value:
+            scalars[value.tag, event.step] = value.simple_value
+    assert scalars[("train/loss", 2)] == 0.25
+    assert scalars[("train/masked_cosine", 2)] == np.float32(0.2)
+    assert {step for _, step in scalars} == {1, 2} and len(scalars) == 2 * 6
