@@ -34,9 +34,9 @@ def test_gpu_check_smoke(tmp_path):
     assert report["errors"] == {}
     # bf16 on the device vs fp32 on the CPU, same state and batches: within bf16 tolerance.
     assert len(report["loss_cpu_fp32"]) == 3 and report["max_rel_diff"] < 2e-2
-    assert report["mediafm-jax b4"]["step_ms"] > 0 and report["bf16_peak_tflops"] > 0
-    assert report["AdamW only b4"]["step_ms"] > 0
-    for row in ("Muon, one NS per matrix b4", "Muon, stacked NS b4", "Muon, Polar Express b4"):
+    assert report["mediafm-jax b2"]["step_ms"] > 0 and report["bf16_peak_tflops"] > 0
+    assert report["AdamW only b2"]["step_ms"] > 0
+    for row in ("Muon, one NS per matrix b2", "Muon, stacked NS b2", "Muon, Polar Express b2"):
         assert report[row] == {"lowered": True}
     assert report["mediafm-jax embed"]["shots_per_s"] > 0 and report["optimizer_update_ms"] > 0
     encoders = report["extract_encoders"]
