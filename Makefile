@@ -30,7 +30,7 @@ chromium:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check mediafm_jax tests experiments

@@ -47,6 +47,7 @@ def x64():
 
 
 @pytest.mark.parametrize("b,t,n,d,lengths", CASES)
+@pytest.mark.slow(20)
 def test_forward_and_gradients_match_float64_references(b, t, n, d, lengths):
     assert attention.fused_available()
     q, k, v, w, lengths = inputs(b, t, n, d, lengths, jnp.float64)

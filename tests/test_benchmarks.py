@@ -21,6 +21,7 @@ BENCHMARKS = Path(__file__).parent.parent / "experiments" / "benchmarks"
 SCRIPT = BENCHMARKS / "gpu_check.py"
 
 
+@pytest.mark.slow(80)
 def test_gpu_check_smoke(tmp_path):
     # GPU sessions are rare and short: a script that broke since the last one wastes them.
     run = subprocess.run(
@@ -43,6 +44,7 @@ def test_gpu_check_smoke(tmp_path):
     assert encoders["video"]["frames_per_s"] > 0 and encoders["audio"]["x_real_time"] > 0
 
 
+@pytest.mark.slow(35)
 def test_torch_model_computes_our_loss():
     # The PyTorch side of vs_torch.py must be the same model: with our parameters copied
     # in, its loss on a batch equals ours ([MASK]-only corruption, no dropout).
@@ -126,6 +128,7 @@ def test_probe_fit_benchmark_smoke():
     assert gap < 1e-9, rows[1]  # our AP and scikit-learn's agree
 
 
+@pytest.mark.slow(60)
 def test_windows_benchmark_smoke():
     # Issue 14's window-length table: the script runs, and XLA's buffer sizes come back.
     run = subprocess.run(

@@ -5,11 +5,13 @@ import os
 import signal
 
 import numpy as np
+import pytest
 
 from mediafm_jax import cli, outputs, train
 from mediafm_jax.data import ingest
 
 
+@pytest.mark.slow(80)
 def test_synth_ingest_info_train_embed_probe(tmp_path, capsys):
     src, store, run = tmp_path / "src", str(tmp_path / "store"), str(tmp_path / "run")
     assert cli.main(["synth", str(src), "--titles", "14", "--seed", "1", "--dims", "8,6,4,3"]) == 0
@@ -107,6 +109,7 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
     assert b"Traceback" not in reader.stderr.read()
 
 
+@pytest.mark.slow(130)
 def test_demo_smoke(tmp_path, capsys):
     from mediafm_jax import demo
 
@@ -137,6 +140,7 @@ def test_demo_smoke(tmp_path, capsys):
     assert cli.main(["demo", "--out", str(tmp_path / "other")]) == 2
 
 
+@pytest.mark.slow(40)
 def test_sigterm_exits_143_and_says_so(tiny_source, tiny_store, tmp_path, monkeypatch, capsys):
     """SIGTERM (kill, a scheduler, timeout) is 128 + 15, Ctrl-C 130, as a shell reports them:
     ingest stops leaving nothing, training saves first and still says it did not finish."""

@@ -85,6 +85,7 @@ def _title(out: Path) -> tuple[str, dict, dict]:
 
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3, 4, 5, 6])
+@pytest.mark.slow(12)
 def test_a_redo_stopped_mid_commit_leaves_the_whole_old_title(
     two_versions, tmp_path, monkeypatch, fail_at
 ):

@@ -260,6 +260,7 @@ def test_allowed_config_change_is_recorded(base_run, tiny_store, tmp_path, capsy
     assert flag.allow_config_change
 
 
+@pytest.mark.slow(45)
 def test_demo_stops_as_a_whole_on_sigterm(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}

@@ -79,6 +79,7 @@ def test_shapes_and_padding_does_not_leak():
     np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
 
 
+@pytest.mark.slow(40)
 def test_gradients_reach_every_parameter():
     model = Encoder(CFG, DIMS, nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 
 from mediafm_jax import config as config_lib
 from mediafm_jax import presets, run, sharding, train
@@ -77,6 +78,7 @@ def _final_params(workdir, store):
     return jax.device_get(params)
 
 
+@pytest.mark.slow(150)
 def test_two_processes_match_one_and_checkpoints_cross_process_counts(tiny_store, tmp_path):
     _train(tiny_store, tmp_path / "one", 1)
     reference = _losses(tmp_path / "one")
@@ -107,6 +109,7 @@ def _process_env(index: int, processes: int, port: int) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow(55)
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tiny_store, tmp_path):
     workdir = tmp_path / "run"
     args = [*TRAIN, "--store", tiny_store, "--workdir", str(workdir)]

@@ -113,6 +113,7 @@ def test_informative_features_score_high_and_shuffled_labels_score_chance(task):
         assert good > 0.9 and chance < base_rate + 0.15
 
 
+@pytest.mark.slow(40)
 def test_report_has_every_task_and_method(tiny_run, tiny_store, tiny_source, tmp_path):
     store = ShotStore(tiny_store)
     results = run_probes(

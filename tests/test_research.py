@@ -149,6 +149,7 @@ def test_a_store_without_title_mean_fails_only_when_asked(tiny_store, tmp_path):
         store.global_vectors("synopsis")
 
 
+@pytest.mark.slow(40)
 def test_training_and_embedding_with_the_title_mean_in_global(tiny_store, tmp_path):
     import jax
 
@@ -391,10 +392,10 @@ def test_scene_match_is_won_by_states_that_group_as_the_input_does():
     assert float(hit) == 1.0 and float(grouped) < 0.2 < 1.0 < float(scattered)
 
 
-@pytest.mark.parametrize("keep, scene_match", [(1.0, 0.0), (0.5, 0.5)])
-def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(
-    tiny_store, tmp_path, keep, scene_match
-):
+@pytest.mark.slow(60)
+def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(tiny_store, tmp_path):
+    """Both structure terms at once, with the strong-splits filter (keep < 1): every
+    metric equal on one device and on a 2 x 2 x 2 mesh."""
     import json
 
     import jax
@@ -410,8 +411,8 @@ def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(
         "model.max_shots=32",
         "objective.boundary_weight=1.0",
         "objective.boundary_span=8",
-        f"objective.boundary_keep={keep}",
-        f"objective.scene_match_weight={scene_match}",  # shot-to-scene matching beside it
+        "objective.boundary_keep=0.5",
+        "objective.scene_match_weight=0.5",  # shot-to-scene matching beside it
     ]
     config = config_lib.apply_overrides(presets.tiny(), common)
     train.train(config, tiny_store, tmp_path / "one", devices=jax.devices()[:1])
@@ -422,8 +423,7 @@ def test_boundary_term_trains_the_same_on_a_mesh_and_its_run_embeds(
         for name in ("one", "eight")
     }
     assert all(r["boundary_bce"] > 0 for r in rows["one"])
-    keys = ("loss", "boundary_bce") + (("scene_match", "scene_match_hit") if scene_match else ())
-    assert all(("scene_match" in r) == bool(scene_match) for r in rows["one"])
+    keys = ("loss", "boundary_bce", "scene_match", "scene_match_hit")
     for key in keys:
         np.testing.assert_allclose(
             [r[key] for r in rows["eight"]], [r[key] for r in rows["one"]], rtol=2e-5
@@ -491,6 +491,7 @@ def test_title_readout_appends_the_whole_title_mean_of_the_shot_readout(
     np.testing.assert_allclose(alone, np.concatenate([clip, clip]), atol=1e-5)
 
 
+@pytest.mark.slow(60)
 def test_choose_readout_records_the_best_validation_mean(
     tiny_run, tiny_store, tiny_source, tmp_path
 ):
@@ -504,7 +505,7 @@ def test_choose_readout_records_the_best_validation_mean(
     store = ShotStore(tiny_store)
     tasks, clips = tiny_source / "probes.json", tiny_source / "clips.jsonl"
     # one encoder pass per encoder readout (last, last+input), the parts added after it
-    candidates = ("last", "last+title", "distance+recur", "last+input+title", "last+input")
+    candidates = ("last", "distance+recur", "last+input+title")
     try:
         best, scores = probe.choose_readout(tiny_run, store, tasks, clips, candidates)
         assert set(scores) == set(candidates) and best == max(scores, key=scores.get)

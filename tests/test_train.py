@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 from jax.sharding import PartitionSpec
 
 from mediafm_jax import config as config_lib
@@ -25,6 +26,7 @@ def _params(out):
     return jax.tree.map(np.asarray, jax.device_get(out["state"]["params"]))
 
 
+@pytest.mark.slow(40)
 def test_tiny_model_learns(tiny_store, tmp_path):
     out = train.train(
         _cfg("train.steps=150", "train.log_every=10", "optim.warmup_steps=20"),
@@ -39,6 +41,7 @@ def test_tiny_model_learns(tiny_store, tmp_path):
     assert out["last"]["shots_per_s"] > 0
 
 
+@pytest.mark.slow(70)
 def test_sharded_equals_single_device_and_params_are_sharded(tiny_store, tmp_path):
     common = ["train.steps=6", "train.log_every=1"]
     one = train.train(_cfg(*common), tiny_store, tmp_path / "one", devices=jax.devices()[:1])
@@ -62,6 +65,7 @@ def test_sharded_equals_single_device_and_params_are_sharded(tiny_store, tmp_pat
     assert leaves and all(x.sharding.spec == PartitionSpec("fsdp", "tensor") for x in leaves)
 
 
+@pytest.mark.slow(35)
 def test_resume_is_exact(tiny_store, tmp_path):
     cfg = _cfg("train.steps=10", "train.log_every=1", "checkpoint.every_steps=100")
     single = jax.devices()[:1]
@@ -77,6 +81,7 @@ def test_resume_is_exact(tiny_store, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(straight))
 
 
+@pytest.mark.slow(60)
 def test_restore_on_a_different_mesh(tiny_store, tmp_path):
     sharded = ["mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"]
     cfg = _cfg("train.steps=8", "train.log_every=1", "checkpoint.every_steps=100")
@@ -102,6 +107,7 @@ def test_restore_on_a_different_mesh(tiny_store, tmp_path):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(params8), _params(straight))
 
 
+@pytest.mark.slow(60)
 def test_muon_adamw_beats_adamw_at_the_same_budget(tiny_store, tmp_path):
     """Each with its lr tuned once on the tiny catalog (experiments/muon_vs_adamw.py)."""
     common = ["train.steps=150", "train.log_every=10", "checkpoint.every_steps=150"]
