@@ -109,17 +109,24 @@ def test_a_closed_pipe_is_not_a_traceback(tmp_path):
     assert b"Traceback" not in reader.stderr.read()
 
 
-@pytest.mark.slow(130)
+@pytest.mark.slow(100)
 def test_demo_smoke(tmp_path, capsys):
-    from mediafm_jax import demo
+    import subprocess
+    import sys
 
-    results = demo.run_demo(tmp_path / "demo", titles=14, steps=3)
-    assert set(results) == {"ad_relevancy", "popularity", "tone", "genre", "retrieval"}
-    out = capsys.readouterr().out
-    assert "[5/5] probe" in out and "report.png" in out
-    assert (tmp_path / "demo" / "report" / "report.png").exists()
-    # the readout was chosen on validation titles, recorded, and the embeddings use it
+    # as a user runs it: the command in its own process, on one CPU device
     demo_dir = tmp_path / "demo"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    command = [sys.executable, "-m", "mediafm_jax.cli", "demo", "--out", str(demo_dir)]
+    run = subprocess.run(
+        [*command, "--titles", "14", "--steps", "3"], capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "[5/5] probe" in run.stdout and "report.png" in run.stdout
+    results = json.loads((demo_dir / "report" / "report.json").read_text())["tasks"]
+    assert set(results) == {"ad_relevancy", "popularity", "tone", "genre", "retrieval"}
+    assert (demo_dir / "report" / "report.png").exists()
+    # the readout was chosen on validation titles, recorded, and the embeddings use it
     recorded = json.loads((demo_dir / "run" / "readout.json").read_text())
     scores = recorded["chosen_on"]["scores"]
     assert recorded["layers"] == max(scores, key=scores.get) and len(scores) == 5

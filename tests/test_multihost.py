@@ -34,32 +34,23 @@ SETTINGS = [
 ]
 
 
-def _train(store, workdir, processes, *extra):
+def _train_two(store, workdir, *extra):
+    """The CLI as two processes of 2 devices each (launch/local_multiprocess.sh, gloo)."""
     args = [*TRAIN, "--store", store, "--workdir", str(workdir), *extra]
     for s in SETTINGS:
         args += ["--set", s]
-    if processes == 1:
-        env = {
-            **os.environ,
-            "JAX_PLATFORMS": "cpu",
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-        }
-        command = args
-    else:
-        env = dict(os.environ)
-        env.pop("XLA_FLAGS", None)
-        command = [
-            str(ROOT / "launch" / "local_multiprocess.sh"),
-            "--devices-per-process",
-            "2",
-            "--port",
-            str(12000 + os.getpid() % 5000),
-            str(processes),
-            "--",
-            *args,
-        ]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    port = str(12000 + os.getpid() % 5000)
+    launch = [str(ROOT / "launch" / "local_multiprocess.sh"), "--devices-per-process", "2"]
+    command = [*launch, "--port", port, "2", "--", *args]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _train_here(store, workdir, stop_at=None):
+    """One process over 4 devices, in the test's own process (no start-up, warm compiles)."""
+    cfg = config_lib.apply_overrides(presets.tiny(), SETTINGS)
+    train.train(cfg, store, workdir, devices=jax.devices()[:4], stop_at=stop_at)
 
 
 def _losses(workdir):
@@ -80,7 +71,7 @@ def _final_params(workdir, store):
 
 @pytest.mark.slow(150)
 def test_two_processes_match_one_and_checkpoints_cross_process_counts(tiny_store, tmp_path):
-    _train(tiny_store, tmp_path / "one", 1)
+    _train_here(tiny_store, tmp_path / "one")
     reference = _losses(tmp_path / "one")
     assert len(reference) == 16
     one_params = _final_params(tmp_path / "one", tiny_store)
@@ -89,9 +80,9 @@ def test_two_processes_match_one_and_checkpoints_cross_process_counts(tiny_store
     # 2 and resumed by 1 at step 5, written by 1 and resumed by 2 at step 11. Every loss
     # and the final parameters equal the uninterrupted single-process run.
     chain = tmp_path / "two_one_two"
-    _train(tiny_store, chain, 2, "--stop-at", "5")
-    _train(tiny_store, chain, 1, "--stop-at", "11")
-    _train(tiny_store, chain, 2)
+    _train_two(tiny_store, chain, "--stop-at", "5")
+    _train_here(tiny_store, chain, stop_at=11)
+    _train_two(tiny_store, chain)
     np.testing.assert_allclose(_losses(chain), reference, rtol=2e-5)
     jax.tree.map(close, _final_params(chain, tiny_store), one_params)
 

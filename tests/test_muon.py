@@ -67,7 +67,7 @@ def test_singular_values_land_in_band(dtype, shape):
 def test_transpose_scale_invariance_and_zeros():
     g = jnp.asarray(np.random.default_rng(3).normal(size=(20, 36)), jnp.float32)
     with jax.default_matmul_precision("highest"):
-        ns = lambda x: newton_schulz(x, dtype=jnp.float32)
+        ns = jax.jit(lambda x: newton_schulz(x, dtype=jnp.float32))  # one program per shape
         np.testing.assert_allclose(ns(g.T), ns(g).T, atol=1e-6)
         np.testing.assert_allclose(ns(1e3 * g), ns(g), atol=1e-5)
         np.testing.assert_allclose(ns(1e-3 * g), ns(g), atol=1e-4)
@@ -105,12 +105,13 @@ def test_matches_optax_contrib_muon_step_after_step():
     reference = optax.contrib.muon(
         learning_rate=0.02, weight_decay=0.1, eps=1e-8, muon_weight_dimension_numbers=dim_nums
     )
+    update_ours, update_ref = jax.jit(ours.update), jax.jit(reference.update)  # not op by op
     with jax.default_matmul_precision("highest"):
         s_ours, s_ref = ours.init(params), reference.init(params)
         for step in range(6):
             grads = _tree(100 + step)
-            u_ours, s_ours = ours.update(grads, s_ours, params)
-            u_ref, s_ref = reference.update(grads, s_ref, params)
+            u_ours, s_ours = update_ours(grads, s_ours, params)
+            u_ref, s_ref = update_ref(grads, s_ref, params)
             jax.tree.map(
                 lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), u_ours, u_ref
             )
@@ -174,11 +175,11 @@ def test_accumulation_equals_one_step_on_mean_gradient():
     grads = [jax.tree.map(lambda x, i=i: x * (i + 1) * 0.1 + i, params) for i in range(3)]
     mean = jax.tree.map(lambda *g: sum(g) / 3, *grads)
     one = optim.build_optimizer(cfg, 10, params)
-    u_ref, _ = one.update(mean, one.init(params), params)
+    u_ref, _ = jax.jit(one.update)(mean, one.init(params), params)
     acc = optim.build_optimizer(OptimConfig(**{**cfg.__dict__, "accumulate_steps": 3}), 10, params)
-    state = acc.init(params)
+    state, update = acc.init(params), jax.jit(acc.update)
     for g in grads:
-        u, state = acc.update(g, state, params)
+        u, state = update(g, state, params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), u, u_ref)
 
 
