@@ -116,7 +116,7 @@ def test_demo_smoke(tmp_path, capsys):
 
     # as a user runs it: the command in its own process, on one CPU device
     demo_dir = tmp_path / "demo"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     command = [sys.executable, "-m", "mediafm_jax.cli", "demo", "--out", str(demo_dir)]
     run = subprocess.run(
         [*command, "--titles", "14", "--steps", "3"], capture_output=True, text=True, env=env

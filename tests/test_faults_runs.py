@@ -265,7 +265,9 @@ def test_demo_stops_as_a_whole_on_sigterm(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     command = [sys.executable, "-m", "mediafm_jax.cli", "demo", "--out", str(out)]
-    command += ["--titles", "14", "--steps", "100000"]
+    # the demo smoke's size: its compiled programs are in the session's cache; the signal
+    # lands while step 1 is still loading or compiling
+    command += ["--titles", "14", "--steps", "3"]
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
