@@ -60,10 +60,14 @@ def test_torch_model_computes_our_loss():
     dims = DataDims(f, g, ((0, 16), (16, 32), (32, 48)))
     encoder = Encoder(config, dims, nnx.Rngs(3))
     host = make_batch(spec, seed=1)
+    graphdef, state = nnx.split(encoder)
+    loss = jax.jit(  # one program, not op by op
+        lambda state, batch: msm_loss(
+            nnx.merge(graphdef, state), batch, ObjectiveConfig(), train=False
+        )[0]
+    )
     with jax.default_matmul_precision("highest"):
-        ours, _ = msm_loss(
-            encoder, {k: jnp.asarray(v) for k, v in host.items()}, ObjectiveConfig(), train=False
-        )
+        ours = loss(state, {k: jnp.asarray(v) for k, v in host.items()})
     params = nnx.to_pure_dict(nnx.state(encoder, nnx.Param))
     model, _ = torch_model.build(spec, g)
     t = lambda x: torch.from_numpy(np.array(x, np.float32))

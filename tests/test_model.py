@@ -77,8 +77,13 @@ def test_shapes_and_padding_does_not_leak():
     assert hidden.shape == (3, 14, 16) and layers.shape == (3, 3, 14, 16)
     noisy = dict(batch)
     noisy["shots"] = batch["shots"] + (~batch["valid"][..., None]) * np.float16(5.0)
-    a = msm_loss(model, batch, ObjectiveConfig(), train=False)[0]
-    b = msm_loss(model, noisy, ObjectiveConfig(), train=False)[0]
+    graphdef, state = nnx.split(model)
+    loss = jax.jit(  # one program, not op by op
+        lambda state, batch: msm_loss(
+            nnx.merge(graphdef, state), batch, ObjectiveConfig(), train=False
+        )[0]
+    )
+    a, b = loss(state, batch), loss(state, noisy)
     np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
 
 
