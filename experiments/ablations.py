@@ -104,7 +104,22 @@ for _seed in (1, 2):
         "last",
         f"scene_match_01_seed{_seed}",
     )
-for _run in ("scene_match", "scene_match_01", "scene_match_01_seed1", "scene_match_01_seed2"):
+# issue 23, fifth pass: shot-to-scene matching that cuts only the batch's half of spans
+# whose split is strongest (objective.boundary_keep; every other span is one pseudo-scene)
+for _weight, _name in (("0.1", "scene_match_01_keep05"), ("1.0", "scene_match_1_keep05")):
+    _over = [f"objective.scene_match_weight={_weight}", "objective.boundary_keep=0.5"]
+    ROWS[_name] = (_over, "last", _name)
+    for _seed in (1, 2):
+        ROWS[f"{_name}_seed{_seed}"] = (
+            [*_over, f"train.seed={_seed}"],
+            "last",
+            f"{_name}_seed{_seed}",
+        )
+_SSM_RUNS = ("scene_match", "scene_match_01", "scene_match_01_seed1", "scene_match_01_seed2")
+_KEEP_RUNS = tuple(
+    f"scene_match_{w}_keep05{s}" for w in ("01", "1") for s in ("", "_seed1", "_seed2")
+)
+for _run in (*_SSM_RUNS, *_KEEP_RUNS):
     ROWS[f"{_run}_distance_recur"] = (ROWS[_run][0], "distance+recur", _run)
 WHAT = {
     "baseline": "all switches off (today's defaults)",
@@ -136,12 +151,21 @@ WHAT = {
     "scene_match_01": "+ 0.1 x shot-to-pseudo-scene InfoNCE on the states",
     "scene_match_01_seed1": "scene_match_01, train.seed=1",
     "scene_match_01_seed2": "scene_match_01, train.seed=2",
+    "scene_match_01_keep05": "+ 0.1 x SSM, only the half of spans split best is cut in two",
+    "scene_match_1_keep05": "+ 1.0 x SSM, only the half of spans split best is cut in two",
     "seed1": "baseline (Muon + AdamW), train.seed=1",
     "seed2": "baseline (Muon + AdamW), train.seed=2",
     "adamw": "optim.kind=adamw (AdamW alone, lr 3e-3), seed 0",
     "adamw_seed1": "optim.kind=adamw, train.seed=1",
     "adamw_seed2": "optim.kind=adamw, train.seed=2",
 }
+WHAT.update(
+    {
+        f"{r}_seed{s}": f"{r}, train.seed={s}"
+        for r in ("scene_match_01_keep05", "scene_match_1_keep05")
+        for s in (1, 2)
+    }
+)
 WHAT.update(
     {
         f"{r}_distance_recur": f"{r} run, readout distance+recur"

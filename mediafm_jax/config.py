@@ -109,11 +109,15 @@ class ObjectiveConfig:
     # The share of the batch's spans that get a pseudo-boundary: those whose best split
     # explains the most of the span's spread; the others are labelled "no boundary" (every
     # shot negative). 1 = every span (BaSSL; a span without a cut is split all the same).
+    # Shot-to-scene matching reads it too (an uncut span is one pseudo-scene): one field,
+    # because both terms ask the same question of the same spans (is this split a real
+    # cut?), and a run with boundary_weight 0 uses it for matching alone.
     boundary_keep: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     # BaSSL's shot-to-scene matching (issue 23): InfoNCE pulling each shot's state toward
     # the mean state of its pseudo-scene (its part of its span of boundary_span shots, on
-    # its side of the pseudo-boundary), away from the batch's other pseudo-scenes, at this
-    # weight and temperature; 0 = off. Needs no head: it acts on the states themselves.
+    # its side of the pseudo-boundary; the whole span where boundary_keep leaves it uncut),
+    # away from the batch's other pseudo-scenes, at this weight and temperature; 0 = off.
+    # Needs no head: it acts on the states themselves.
     scene_match_weight: Annotated[float, Field(ge=0.0, le=100.0)] = 0.0
     scene_match_temperature: Annotated[float, Field(ge=1e-4, le=100.0)] = 0.1
 

@@ -141,6 +141,7 @@ def msm_loss(
             span,
             config.scene_match_temperature,
             phase,
+            config.boundary_keep,
         )
         metrics["scene_match"], metrics["scene_match_hit"] = nce, hit
         loss = loss + config.scene_match_weight * nce
@@ -229,7 +230,9 @@ def boundary_loss(logit_bw, fused_bwf, valid_bw, span: int, keep: float = 1.0):
     return loss, (hit_bs * kept_bs).sum() / jnp.maximum(kept_bs.sum(), 1.0)
 
 
-def scene_match_loss(state_bwh, fused_bwf, valid_bw, span: int, temperature: float, phase=None):
+def scene_match_loss(
+    state_bwh, fused_bwf, valid_bw, span: int, temperature: float, phase=None, keep: float = 1.0
+):
     """Shot-to-scene matching (BaSSL's SSM, Mun et al. 2022): (InfoNCE, hit rate).
 
     Each usable span's ``pseudo_boundaries`` split cuts it into two pseudo-scenes; a
@@ -246,7 +249,10 @@ def scene_match_loss(state_bwh, fused_bwf, valid_bw, span: int, temperature: flo
     ``phase`` (training: drawn each step) starts the span grid at that shot, with one
     span fewer: on a fixed grid the states learn where spans begin instead of where
     scenes change (trained so, consecutive states were 0.46 apart across a span start
-    and 0.08 elsewhere). None: spans from the window's first shot.
+    and 0.08 elsewhere). None: spans from the window's first shot. With ``keep < 1`` only
+    the batch's ``keep`` share of spans with the strongest split (``strong_splits``) is
+    cut in two; every other span is one pseudo-scene, so a span without a true cut is not
+    pushed apart from itself.
     """
     if phase is not None:
         b, w, _ = state_bwh.shape
@@ -260,15 +266,20 @@ def scene_match_loss(state_bwh, fused_bwf, valid_bw, span: int, temperature: flo
     last_bs, usable_bs = pseudo_boundaries(fused_bwf, valid_bw, span)
     state_bslh = unit(state_bwh[:, : s * span].astype(jnp.float32).reshape(b, s, span, h))
     left_bsl = jnp.arange(span) <= last_bs[..., None]
+    if keep < 1.0:  # a span not kept: all of it on the left, an empty right part
+        left_bsl |= ~strong_splits(fused_bwf, valid_bw, span, keep)[..., None]
     part_bslp = jnp.stack([left_bsl, ~left_bsl], axis=-1).astype(jnp.float32)
-    scene_bsph = unit(jnp.einsum("bslp,bslh->bsph", part_bslp, state_bslh))
+    real_bsp = usable_bs[..., None] & (part_bslp.sum(2) > 0)  # no empty part
+    scene_bsph = jnp.einsum("bslp,bslh->bsph", part_bslp, state_bslh)
+    # an empty part's zero sum would make the norm's gradient 0/0 = NaN (masked or not)
+    scene_bsph = unit(jnp.where(real_bsp[..., None], scene_bsph, 1.0))
     n, m = b * s * span, b * s * 2
     logits_nm = state_bslh.reshape(n, h) @ scene_bsph.reshape(m, h).T / temperature
     span_n, span_m = jnp.arange(b * s).repeat(span), jnp.arange(b * s).repeat(2)
     candidate_nm = (span_n[:, None] == span_m[None, :]) | (
         span_n[:, None] // s != span_m[None, :] // s  # another window
     )
-    candidate_nm &= usable_bs.reshape(b * s).repeat(2)[None, :]  # only real pseudo-scenes
+    candidate_nm &= real_bsp.reshape(m)[None, :]  # only real pseudo-scenes
     logits_nm = jnp.where(candidate_nm, logits_nm, -1e9)
     own_n = 2 * span_n + (~left_bsl).reshape(n)
     log_p_n = jnp.take_along_axis(jax.nn.log_softmax(logits_nm), own_n[:, None], axis=1)[:, 0]

@@ -335,12 +335,14 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + 1e-6)
 
 
-@pytest.mark.parametrize("phase", [None, 2])
-def test_scene_match_loss_matches_a_numpy_loop(phase):
+@pytest.mark.parametrize("phase, keep", [(None, 1.0), (2, 1.0), (None, 0.5), (2, 0.5)])
+def test_scene_match_loss_matches_a_numpy_loop(phase, keep):
     """Shot-to-scene matching: each shot of a usable span against its span's two parts
     (split where the loop's best split is; its own part positive) and every pseudo-scene
     of the other windows, none of its own window's other spans; with a phase, the spans
-    start at that shot, one fewer."""
+    start at that shot, one fewer; with keep < 1 a span whose split is not in the top
+    share is one pseudo-scene."""
+    import jax
     import jax.numpy as jnp
 
     from mediafm_jax.objective import scene_match_loss
@@ -354,14 +356,18 @@ def test_scene_match_loss_matches_a_numpy_loop(phase):
     valid[2, 10:] = False  # two unusable spans
     scenes = []  # (window, span, first shot, end, prototype)
     first = 0 if phase is None else phase
-    for i in range(b):
-        for s in range(w // span - (phase is not None)):
-            start, stop = first + s * span, first + (s + 1) * span
-            if not valid[i, start:stop].all():
-                continue
-            cut = start + _best_split_loop(x[i, start:stop]) + 1
-            for lo, hi in ((start, cut), (cut, stop)):
-                scenes.append((i, s, lo, hi, _unit(_unit(state[i, lo:hi]).mean(0))))
+    spans = [
+        (i, s, first + s * span, first + (s + 1) * span)
+        for i in range(b)
+        for s in range(w // span - (phase is not None))
+        if valid[i, first + s * span : first + (s + 1) * span].all()
+    ]
+    share = [_split_share_loop(x[i, start:stop]) for i, _, start, stop in spans]
+    threshold = np.quantile(share, 1.0 - keep)
+    for (i, s, start, stop), strong in zip(spans, np.array(share) >= threshold, strict=True):
+        cut = start + _best_split_loop(x[i, start:stop]) + 1
+        for lo, hi in ((start, cut), (cut, stop)) if strong else ((start, stop),):
+            scenes.append((i, s, lo, hi, _unit(_unit(state[i, lo:hi]).mean(0))))
     losses, hits = [], []
     for i, s, lo, hi, _ in scenes:
         for k in range(lo, hi):
@@ -370,11 +376,13 @@ def test_scene_match_loss_matches_a_numpy_loop(phase):
             own = [c[:3] for c in candidates].index((i, s, lo))
             losses.append(np.log(np.exp(logits).sum()) - logits[own])
             hits.append(int(np.argmax(logits)) == own)
-    loss, hit = scene_match_loss(
-        jnp.asarray(state), jnp.asarray(x), jnp.asarray(valid), span, 0.2, phase
-    )
+    rest = (jnp.asarray(x), jnp.asarray(valid), span, 0.2, phase, keep)
+    loss, hit = scene_match_loss(jnp.asarray(state), *rest)
     np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-5)
     np.testing.assert_allclose(float(hit), np.mean(hits), rtol=1e-6)
+    # an uncut span's empty part is no candidate, and no NaN in the gradient either
+    grad = jax.grad(lambda st: scene_match_loss(st, *rest)[0])(jnp.asarray(state))
+    assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad).max()) > 0
 
 
 def test_scene_match_is_won_by_states_that_group_as_the_input_does():
