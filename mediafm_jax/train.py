@@ -234,15 +234,14 @@ def _summary_writer_class() -> type:
     when it is installed only to accept torch tensors, 2-3 s of every ``mediafm train``
     start; we log floats. ``import torch`` raises ImportError inside the import, which
     tensorboardX catches; torch imports normally afterwards."""
-    if "torch" in sys.modules:
-        from tensorboardX import SummaryWriter
-
-        return SummaryWriter
-    sys.modules["torch"] = None  # type: ignore[assignment]
+    hold_off = "torch" not in sys.modules  # an imported torch stays as it is
+    if hold_off:
+        sys.modules["torch"] = None  # type: ignore[assignment]
     try:
         from tensorboardX import SummaryWriter
     finally:
-        del sys.modules["torch"]
+        if hold_off:
+            del sys.modules["torch"]
     return SummaryWriter
 
 

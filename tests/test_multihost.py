@@ -47,10 +47,14 @@ def _train_two(store, workdir, *extra):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+def _config():
+    """What ``TRAIN`` with ``SETTINGS`` runs (experiments/configs/tiny.py is the preset)."""
+    return config_lib.apply_overrides(presets.tiny(), SETTINGS)
+
+
 def _train_here(store, workdir, stop_at=None):
     """One process over 4 devices, in the test's own process (no start-up, warm compiles)."""
-    cfg = config_lib.apply_overrides(presets.tiny(), SETTINGS)
-    train.train(cfg, store, workdir, devices=jax.devices()[:4], stop_at=stop_at)
+    train.train(_config(), store, workdir, devices=jax.devices()[:4], stop_at=stop_at)
 
 
 def _losses(workdir):
@@ -60,7 +64,7 @@ def _losses(workdir):
 def _final_params(workdir, store):
     from mediafm_jax.data.store import ShotStore
 
-    cfg = config_lib.apply_overrides(presets.tiny(), SETTINGS)
+    cfg = _config()
     mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
     setup = train.TrainSetup.create(cfg, run.data_dims(ShotStore(store)), mesh)
     ckpt = Checkpointer(workdir)
