@@ -197,9 +197,12 @@ def test_tensorboard_events_match_the_metrics_without_importing_torch(tmp_path):
     """The writer imports tensorboardX with torch held off (torch is installed here) and
     torch imports normally afterwards; the event file, read record by record with its own
     protobuf, holds every logged scalar at its step."""
+    import importlib.util
     import subprocess
     import sys
 
+    if importlib.util.find_spec("torch") is None:  # make test installs it (the extract extra)
+        pytest.skip("torch is not installed: nothing to hold off")
     script = f"""
 import sys
 from pathlib import Path
