@@ -15,6 +15,7 @@ first that restores and matches its digest, saying which it skipped and why.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -62,6 +63,13 @@ def _digest_columns(leaves: list[jax.Array]) -> jax.Array:
     return jnp.stack(rows)
 
 
+@functools.lru_cache(maxsize=8)
+def _digest_program(replicated: jax.sharding.Sharding | None):
+    """One jitted digest per output sharding: a save, a resume and a check of the same
+    state reuse its trace and compile (a new ``jax.jit`` each call traced anew)."""
+    return jax.jit(_digest_columns, out_shardings=replicated)
+
+
 def state_digest(tree: Any) -> dict[str, dict[str, Any]]:
     """``{leaf path: {shape, dtype, sum, wsum, nonfinite}}`` of a (sharded) pytree.
 
@@ -76,7 +84,7 @@ def state_digest(tree: Any) -> dict[str, dict[str, Any]]:
     replicated = None
     if mesh is not None:
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    columns = jax.jit(_digest_columns, out_shardings=replicated)(leaves)
+    columns = _digest_program(replicated)(leaves)
     columns = np.asarray(jax.device_get(columns))
     return {
         _path_name(path): {
