@@ -376,12 +376,17 @@ def test_scene_match_loss_matches_a_numpy_loop(phase, keep):
             own = [c[:3] for c in candidates].index((i, s, lo))
             losses.append(np.log(np.exp(logits).sum()) - logits[own])
             hits.append(int(np.argmax(logits)) == own)
-    rest = (jnp.asarray(x), jnp.asarray(valid), span, 0.2, phase, keep)
-    loss, hit = scene_match_loss(jnp.asarray(state), *rest)
+    inputs = jnp.asarray(x), jnp.asarray(valid)
+    # one jitted program (op by op, each phase and keep compiled every primitive anew)
+    (loss, hit), grad = jax.jit(
+        jax.value_and_grad(
+            lambda st, x, valid: scene_match_loss(st, x, valid, span, 0.2, phase, keep),
+            has_aux=True,
+        )
+    )(jnp.asarray(state), *inputs)
     np.testing.assert_allclose(float(loss), np.mean(losses), rtol=1e-5)
     np.testing.assert_allclose(float(hit), np.mean(hits), rtol=1e-6)
     # an uncut span's empty part is no candidate, and no NaN in the gradient either
-    grad = jax.grad(lambda st: scene_match_loss(st, *rest)[0])(jnp.asarray(state))
     assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad).max()) > 0
 
 
