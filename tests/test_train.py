@@ -26,22 +26,6 @@ def _params(out):
     return jax.tree.map(np.asarray, jax.device_get(out["state"]["params"]))
 
 
-@pytest.mark.slow(35)
-def test_resume_is_exact(tiny_store, tmp_path):
-    cfg = _cfg("train.steps=10", "train.log_every=1", "checkpoint.every_steps=100")
-    single = jax.devices()[:1]
-    straight = train.train(cfg, tiny_store, tmp_path / "straight", devices=single)
-    first = train.train(cfg, tiny_store, tmp_path / "split", devices=single, stop_at=5)
-    assert first["stopped"] == "stop_at" and not first["preempted"]  # planned, not preempted
-    ckpt = Checkpointer(tmp_path / "split")
-    assert ckpt.latest_step() == 5
-    assert ckpt.restore_newest(first["setup"].abstract_state).data == {"next_batch": 5}
-    ckpt.close()
-    resumed = train.train(cfg, tiny_store, tmp_path / "split", devices=single)
-    assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
-    jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(straight))
-
-
 @pytest.mark.slow(80)
 def test_sharded_equals_single_device_and_restores_on_another_mesh(tiny_store, tmp_path):
     """Steps 1-4 on a 2 x 2 x 2 mesh (params and optimizer state sharded as the rules say),
@@ -159,19 +143,31 @@ def test_muon_vs_adamw_paired_table_matches_a_paired_t_interval(tmp_path):
     assert line.endswith(f"| {-delta:+.3f} ({low:+.3f} to {high:+.3f}) |"), line
 
 
-def test_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
-    """Log every 10, save every 25: the save's record covers 21-25 and the step-30 line
-    26-30; each record is the mean of exactly its steps' per-step losses, and carries
-    both groups' learning rates (AdamW's and Muon's)."""
+@pytest.mark.slow(45)
+def test_resume_is_exact_and_every_step_is_in_exactly_one_metrics_record(tiny_store, tmp_path):
+    """A run logged every step, and the same run logged every 10 and saved every 25,
+    stopped at step 5 and resumed. The second run's records (the stop's 5, then 10, 20,
+    the save's 25, 30) are each the mean of exactly their steps' losses in the first and
+    carry both groups' learning rates (AdamW's and Muon's); the final parameters are the
+    uninterrupted run's to the bit."""
     single = jax.devices()[:1]
-    lrs = ["optim.learning_rate=0.003", "optim.muon_learning_rate=0.01"]
-    cfg = _cfg("train.steps=30", "train.log_every=10", "checkpoint.every_steps=25", *lrs)
-    train.train(cfg, tiny_store, tmp_path / "coarse", devices=single)
-    per_step = _cfg("train.steps=30", "train.log_every=1", "checkpoint.every_steps=25", *lrs)
-    train.train(per_step, tiny_store, tmp_path / "fine", devices=single)
-    records = [json.loads(line) for line in (tmp_path / "coarse" / "metrics.jsonl").open()]
+    common = ["train.steps=30", "checkpoint.every_steps=25"]
+    common += ["optim.learning_rate=0.003", "optim.muon_learning_rate=0.01"]
+    straight = train.train(
+        _cfg(*common, "train.log_every=1"), tiny_store, tmp_path / "fine", devices=single
+    )
+    coarse = _cfg(*common, "train.log_every=10")
+    first = train.train(coarse, tiny_store, tmp_path / "split", devices=single, stop_at=5)
+    assert first["stopped"] == "stop_at" and not first["preempted"]  # planned, not preempted
+    ckpt = Checkpointer(tmp_path / "split")
+    assert ckpt.latest_step() == 5
+    assert ckpt.restore_newest(first["setup"].abstract_state).data == {"next_batch": 5}
+    ckpt.close()
+    resumed = train.train(coarse, tiny_store, tmp_path / "split", devices=single)
+    jax.tree.map(np.testing.assert_array_equal, _params(resumed), _params(straight))
+    records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").open()]
     losses = _losses(tmp_path / "fine")
-    assert [r["step"] for r in records] == [10, 20, 25, 30]
+    assert len(losses) == 30 and [r["step"] for r in records] == [5, 10, 20, 25, 30]
     covered = np.zeros(30, int)
     previous = 0
     for r in records:
