@@ -68,7 +68,8 @@ def test_sharded_equals_single_device_and_restores_on_another_mesh(tiny_store, t
 @pytest.mark.slow(60)
 def test_tiny_model_learns_and_muon_adamw_beats_adamw_at_the_same_budget(tiny_store, tmp_path):
     """Each with its lr tuned once on the tiny catalog (experiments/muon_vs_adamw.py); the
-    Muon + AdamW run (the default optimizer) also shows a tiny model learns at all."""
+    Muon + AdamW run (the default optimizer, at its tuned lr) also shows a tiny model
+    learns at all: its last loss under 0.75 of its first."""
     common = ["train.steps=150", "train.log_every=10", "checkpoint.every_steps=150"]
     runs = {
         "adamw": ["optim.kind=adamw", "optim.learning_rate=0.012"],
