@@ -106,7 +106,8 @@ for _seed in (1, 2):
     )
 # issue 23, fifth pass: shot-to-scene matching that cuts only the batch's half of spans
 # whose split is strongest (objective.boundary_keep; every other span is one pseudo-scene)
-for _weight, _name in (("0.1", "scene_match_01_keep05"), ("1.0", "scene_match_1_keep05")):
+_KEEP = {"scene_match_01_keep05": "0.1", "scene_match_1_keep05": "1.0"}  # row: SSM weight
+for _name, _weight in _KEEP.items():
     _over = [f"objective.scene_match_weight={_weight}", "objective.boundary_keep=0.5"]
     ROWS[_name] = (_over, "last", _name)
     for _seed in (1, 2):
@@ -116,9 +117,7 @@ for _weight, _name in (("0.1", "scene_match_01_keep05"), ("1.0", "scene_match_1_
             f"{_name}_seed{_seed}",
         )
 _SSM_RUNS = ("scene_match", "scene_match_01", "scene_match_01_seed1", "scene_match_01_seed2")
-_KEEP_RUNS = tuple(
-    f"scene_match_{w}_keep05{s}" for w in ("01", "1") for s in ("", "_seed1", "_seed2")
-)
+_KEEP_RUNS = tuple(f"{r}{s}" for r in _KEEP for s in ("", "_seed1", "_seed2"))
 for _run in (*_SSM_RUNS, *_KEEP_RUNS):
     ROWS[f"{_run}_distance_recur"] = (ROWS[_run][0], "distance+recur", _run)
 WHAT = {
@@ -159,13 +158,7 @@ WHAT = {
     "adamw_seed1": "optim.kind=adamw, train.seed=1",
     "adamw_seed2": "optim.kind=adamw, train.seed=2",
 }
-WHAT.update(
-    {
-        f"{r}_seed{s}": f"{r}, train.seed={s}"
-        for r in ("scene_match_01_keep05", "scene_match_1_keep05")
-        for s in (1, 2)
-    }
-)
+WHAT.update({f"{r}_seed{s}": f"{r}, train.seed={s}" for r in _KEEP for s in (1, 2)})
 WHAT.update(
     {
         f"{r}_distance_recur": f"{r} run, readout distance+recur"
